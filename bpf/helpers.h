@@ -1,0 +1,26 @@
+/* The few BPF helper declarations and macros the programs need, so that no libbpf header is required. */
+#ifndef SOCKREDIR_HELPERS_H
+#define SOCKREDIR_HELPERS_H
+
+#include <linux/bpf.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+/* Byte order: the BPF target here is little-endian (bpfel), like the host. */
+#define sr_bswap32(x) __builtin_bswap32(x)
+#define sr_bswap16(x) __builtin_bswap16(x)
+
+/* Helper ids come from the kernel's enum bpf_func_id in <linux/bpf.h>. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_sock_hash_update)(struct bpf_sock_ops *skops, void *map, void *key,
+				    __u64 flags) = (void *)BPF_FUNC_sock_hash_update;
+static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map, void *key,
+				     __u64 flags) = (void *)BPF_FUNC_msg_redirect_hash;
+static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)BPF_FUNC_get_netns_cookie;
+static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value,
+				   __u64 flags) = (void *)BPF_FUNC_sk_storage_get;
+
+#endif

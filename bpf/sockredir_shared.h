@@ -1,0 +1,86 @@
+/* The map layout shared by the BPF programs and the loader: one definition, so the two can never disagree. */
+#ifndef SOCKREDIR_SHARED_H
+#define SOCKREDIR_SHARED_H
+
+#include <linux/types.h>
+
+/*
+ * Address families as the kernel reports them in bpf_sock_ops.family and
+ * sk_msg_md.family. The BPF target cannot include <sys/socket.h> (glibc has no
+ * BPF stubs), so they are stated here once; the loader static_asserts them
+ * against AF_INET / AF_INET6 from <sys/socket.h>.
+ */
+#define SOCKREDIR_AF_INET 2
+#define SOCKREDIR_AF_INET6 10
+
+/*
+ * Key of one socket in the sockhash. 48 bytes, no padding (the BPF side zeroes
+ * it anyway). The sk_msg program builds the key of the *peer* by swapping
+ * local and remote.
+ *   netns_cookie  bpf_get_netns_cookie(): two namespaces can hold identical
+ *                 4-tuples; the cookie keeps their data apart.
+ *   family        SOCKREDIR_AF_INET also for an AF_INET6 socket whose addresses
+ *                 are IPv4-mapped (::ffff:a.b.c.d), so that a dual-stack
+ *                 server socket and its IPv4 client find each other.
+ *   local_port    host byte order.
+ *   remote_port   host byte order (the context holds it in network order).
+ *   local_ip      network byte order; IPv4 in [0], [1..3] zero.
+ *   remote_ip     network byte order; IPv4 in [0], [1..3] zero.
+ */
+struct sockredir_key {
+	__u64 netns_cookie;
+	__u32 family;
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+};
+
+/* Indexes into the per-CPU "counters" array (values are __u64). */
+enum sockredir_counter {
+	SOCKREDIR_SOCKETS_ADDED = 0,   /* sockets put into the sockhash */
+	SOCKREDIR_INSERT_FAILED = 1,   /* bpf_sock_hash_update() refused (map full, ...) */
+	SOCKREDIR_MSG_REDIRECTED = 2,  /* sendmsg calls handed to the peer socket */
+	SOCKREDIR_BYTES_REDIRECTED = 3,
+	SOCKREDIR_MSG_PASSED = 4,      /* sendmsg calls left on the TCP/IP path */
+	SOCKREDIR_COUNTER_MAX = 5,
+};
+
+/* Value of the single-entry "config" array. */
+struct sockredir_config {
+	__u32 flags;
+};
+
+/* config.flags: stop redirecting; set by detach before the programs go away. */
+#define SOCKREDIR_F_DRAINING (1U << 0)
+
+/*
+ * Value of the per-socket "path" storage: once a socket's data has taken the
+ * TCP/IP path it never switches to redirection, because the receiver reads
+ * its redirect queue before its TCP receive queue and would reorder the bytes.
+ */
+#define SOCKREDIR_PATH_TCP 1U
+
+/*
+ * Legacy map definition, one per symbol in the ELF section "maps". Five
+ * __u32 fields in this order; the loader reads exactly this layout.
+ */
+struct sockredir_map_def {
+	__u32 type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 map_flags;
+};
+
+/* Names of the maps and programs, as the loader and the pin dir know them. */
+#define SOCKREDIR_MAP_SOCKS "sock_hash"
+#define SOCKREDIR_MAP_COUNTERS "counters"
+#define SOCKREDIR_MAP_CONFIG "config"
+#define SOCKREDIR_MAP_PATH "path_state"
+#define SOCKREDIR_PROG_SOCKOPS "sockredir_sockops"
+#define SOCKREDIR_PROG_MSG "sockredir_msg"
+
+#define SOCKREDIR_DEFAULT_MAX_SOCKETS 65536
+
+#endif

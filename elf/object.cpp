@@ -1,0 +1,243 @@
+// From the ELF model to the BPF object model: finds programs, maps, license and checks every map relocation.
+#include "object.hpp"
+
+#include <elf.h>
+
+#include <cstring>
+
+#include "../bpf/sockredir_shared.h"
+#include "error.hpp"
+#include "reader.hpp"
+
+namespace sockredir::elf {
+
+namespace {
+
+constexpr const char* kMapsSection = "maps";
+constexpr const char* kLicenseSection = "license";
+// BPF_LD | BPF_IMM | BPF_DW: the two-slot instruction that loads a 64-bit immediate.
+constexpr uint8_t kLdImm64 = BPF_LD | BPF_IMM | BPF_DW;
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+bool is_program_section(const Section& s)
+{
+    return s.type == SHT_PROGBITS && (s.flags & SHF_EXECINSTR) != 0 && s.size > 0;
+}
+
+std::string read_license(const ElfFile& file)
+{
+    const Section* s = file.find_section(kLicenseSection);
+    if (s == nullptr)
+        throw Error("section 'license': missing (the kernel needs a license string)");
+    if (s->type != SHT_PROGBITS || s->data.empty())
+        throw Error("section 'license': empty");
+    const auto* begin = reinterpret_cast<const char*>(s->data.data());
+    const void* nul = std::memchr(begin, '\0', s->data.size());
+    if (nul == nullptr)
+        throw Error("section 'license': string is not NUL-terminated");
+    std::string license(begin, static_cast<const char*>(nul));
+    if (license.empty())
+        throw Error("section 'license': empty string");
+    return license;
+}
+
+// Map definitions: every object symbol in "maps", at its offset, of exactly the legacy size.
+std::vector<MapSpec> read_maps(const ElfFile& file, std::vector<uint64_t>& offsets, uint32_t& maps_index)
+{
+    std::vector<MapSpec> maps;
+    const Section* s = file.find_section(kMapsSection);
+    maps_index = 0;
+    if (s == nullptr)
+        return maps;
+    maps_index = s->index;
+    if (s->type != SHT_PROGBITS)
+        throw Error("section 'maps': is not PROGBITS (type " + std::to_string(s->type) + ")");
+    for (const auto& sym : file.symbols) {
+        if (sym.shndx != s->index || sym.type == STT_SECTION)
+            continue;
+        const auto what = "section 'maps': map " + quoted(sym.name);
+        if (sym.name.empty())
+            throw Error("section 'maps': map symbol #" + std::to_string(sym.index) + " has no name");
+        if (sym.size != sizeof(sockredir_map_def))
+            throw Error(what + ": definition is " + std::to_string(sym.size) + " bytes, expected " +
+                        std::to_string(sizeof(sockredir_map_def)));
+        if (sym.value > s->size || s->size - sym.value < sizeof(sockredir_map_def))
+            throw Error(what + ": definition at offset " + std::to_string(sym.value) + " lies outside the section (" +
+                        std::to_string(s->size) + " bytes)");
+        if (sym.value % alignof(sockredir_map_def) != 0)
+            throw Error(what + ": definition at offset " + std::to_string(sym.value) + " is misaligned");
+        for (uint64_t o : offsets)
+            if (o == sym.value)
+                throw Error(what + ": shares its offset with another map");
+        sockredir_map_def def;
+        std::memcpy(&def, s->data.data() + sym.value, sizeof def);
+        MapSpec m;
+        m.name = sym.name;
+        m.type = def.type;
+        m.key_size = def.key_size;
+        m.value_size = def.value_size;
+        m.max_entries = def.max_entries;
+        m.flags = def.map_flags;
+        maps.push_back(std::move(m));
+        offsets.push_back(sym.value);
+    }
+    return maps;
+}
+
+std::string program_name(const ElfFile& file, const Section& s)
+{
+    const Symbol* found = nullptr;
+    for (const auto& sym : file.symbols) {
+        if (sym.shndx != s.index || sym.type != STT_FUNC)
+            continue;
+        if (found != nullptr)
+            throw Error("section " + quoted(s.name) + ": holds more than one function (" + found->name + ", " +
+                        sym.name + "); bpf-to-bpf calls are not supported");
+        found = &sym;
+    }
+    if (found == nullptr)
+        throw Error("section " + quoted(s.name) + ": no function symbol names the program");
+    if (found->value != 0)
+        throw Error("section " + quoted(s.name) + ": program " + quoted(found->name) + " does not start the section");
+    if (found->name.empty())
+        throw Error("section " + quoted(s.name) + ": program symbol has no name");
+    return found->name;
+}
+
+std::vector<bpf_insn> read_insns(const Section& s)
+{
+    if (s.data.size() % sizeof(bpf_insn) != 0)
+        throw Error("section " + quoted(s.name) + ": size " + std::to_string(s.data.size()) +
+                    " is not a multiple of the instruction size (8)");
+    std::vector<bpf_insn> insns(s.data.size() / sizeof(bpf_insn));
+    if (insns.empty())
+        throw Error("section " + quoted(s.name) + ": program has no instructions");
+    std::memcpy(insns.data(), s.data.data(), s.data.size());
+    return insns;
+}
+
+std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const Section& prog,
+                                                    const std::vector<bpf_insn>& insns,
+                                                    const std::vector<uint64_t>& map_offsets, uint32_t maps_index)
+{
+    std::vector<MapRelocation> out;
+    for (const auto& rs : file.relocations) {
+        if (rs.target != prog.index)
+            continue;
+        const auto& rel_section = file.sections[rs.section];
+        if (rel_section.type == SHT_RELA)
+            throw Error("section " + quoted(rel_section.name) + ": RELA relocations for a program are not supported");
+        for (size_t i = 0; i < rs.entries.size(); ++i) {
+            const Relocation& r = rs.entries[i];
+            const auto what = "section " + quoted(rel_section.name) + ": relocation #" + std::to_string(i);
+            if (r.type != R_BPF_64_64)
+                throw Error(what + ": type " + relocation_name(r.type) + " is not supported");
+            if (r.offset % sizeof(bpf_insn) != 0)
+                throw Error(what + ": offset " + std::to_string(r.offset) + " is not on an instruction boundary");
+            const size_t insn = r.offset / sizeof(bpf_insn);
+            if (insn + 1 >= insns.size())
+                throw Error(what + ": offset " + std::to_string(r.offset) + " is outside section " + quoted(prog.name));
+            if (insns[insn].code != kLdImm64)
+                throw Error(what + ": instruction " + std::to_string(insn) + " is not a 64-bit immediate load");
+            const Symbol& sym = file.symbols[r.symbol];
+            if (sym.shndx == SHN_UNDEF)
+                throw Error(what + ": refers to undefined symbol " + quoted(sym.name) +
+                            " (extern symbols and kfuncs are not supported)");
+            if (maps_index == 0 || sym.shndx != maps_index) {
+                const std::string target =
+                    sym.shndx < file.sections.size() ? file.sections[sym.shndx].name : std::to_string(sym.shndx);
+                throw Error(what + ": refers to symbol " + quoted(sym.name) + " in section " + quoted(target) +
+                            "; only maps are supported (no global data, no calls)");
+            }
+            // A relocation against the section symbol addresses a map by offset.
+            const uint64_t offset = sym.type == STT_SECTION ? uint64_t{static_cast<uint32_t>(insns[insn].imm)}
+                                                            : sym.value;
+            size_t map = map_offsets.size();
+            for (size_t m = 0; m < map_offsets.size(); ++m)
+                if (map_offsets[m] == offset)
+                    map = m;
+            if (map == map_offsets.size())
+                throw Error(what + ": no map starts at offset " + std::to_string(offset) + " of section 'maps'");
+            out.push_back({insn, map});
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+const char* relocation_name(uint32_t type)
+{
+    switch (type) {
+    case R_BPF_NONE:
+        return "R_BPF_NONE";
+    case R_BPF_64_64:
+        return "R_BPF_64_64";
+    case 2:
+        return "R_BPF_64_ABS64";
+    case 3:
+        return "R_BPF_64_ABS32";
+    case 4:
+        return "R_BPF_64_NODYLD32";
+    case R_BPF_64_32:
+        return "R_BPF_64_32 (bpf-to-bpf call)";
+    default:
+        return "unknown";
+    }
+}
+
+const MapSpec* ObjectSpec::find_map(std::string_view name) const
+{
+    for (const auto& m : maps)
+        if (m.name == name)
+            return &m;
+    return nullptr;
+}
+
+const ProgramSpec* ObjectSpec::find_program(std::string_view name) const
+{
+    for (const auto& p : programs)
+        if (p.name == name)
+            return &p;
+    return nullptr;
+}
+
+ObjectSpec parse_object(std::span<const std::byte> bytes)
+{
+    const ElfFile file = read(bytes);
+    if (file.machine != EM_BPF)
+        throw Error("ELF header: machine " + std::to_string(file.machine) + " is not BPF (" + std::to_string(EM_BPF) +
+                    ")");
+    ObjectSpec object;
+    object.license = read_license(file);
+    std::vector<uint64_t> map_offsets;
+    uint32_t maps_index = 0;
+    object.maps = read_maps(file, map_offsets, maps_index);
+    for (const auto& s : file.sections) {
+        if (s.type != SHT_PROGBITS || (s.flags & SHF_EXECINSTR) == 0)
+            continue;
+        if (!is_program_section(s)) {
+            continue;  // an empty .text, as clang emits it
+        }
+        ProgramSpec p;
+        p.section = s.name;
+        p.insns = read_insns(s);
+        p.name = program_name(file, s);
+        p.relocations = read_program_relocations(file, s, p.insns, map_offsets, maps_index);
+        object.programs.push_back(std::move(p));
+    }
+    // An executable section with a function symbol but no bytes is a program with no instructions.
+    for (const auto& sym : file.symbols) {
+        if (sym.type != STT_FUNC || sym.shndx == SHN_UNDEF || sym.shndx >= file.sections.size())
+            continue;
+        const Section& s = file.sections[sym.shndx];
+        if (s.size == 0)
+            throw Error("section " + quoted(s.name) + ": program " + quoted(sym.name) + " has no instructions");
+    }
+    if (object.programs.empty())
+        throw Error("ELF file: no program sections");
+    return object;
+}
+
+}  // namespace sockredir::elf

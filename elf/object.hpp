@@ -1,0 +1,54 @@
+// The BPF object model: programs, maps, license and map relocations, as the ELF file states them (no syscalls).
+#pragma once
+
+#include <linux/bpf.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace sockredir::elf {
+
+// One legacy map definition: a symbol in the "maps" section.
+struct MapSpec {
+    std::string name;
+    uint32_t type = 0;
+    uint32_t key_size = 0;
+    uint32_t value_size = 0;
+    uint32_t max_entries = 0;
+    uint32_t flags = 0;
+};
+
+// An ld_imm64 at instruction `insn` that must be patched with the fd of map `map`.
+struct MapRelocation {
+    size_t insn = 0;
+    size_t map = 0;
+};
+
+struct ProgramSpec {
+    std::string name;     // the function symbol
+    std::string section;  // the section name, which selects the program type
+    std::vector<bpf_insn> insns;
+    std::vector<MapRelocation> relocations;
+};
+
+struct ObjectSpec {
+    std::string license;
+    std::vector<MapSpec> maps;
+    std::vector<ProgramSpec> programs;
+
+    const MapSpec* find_map(std::string_view name) const;
+    const ProgramSpec* find_program(std::string_view name) const;
+};
+
+// Relocation types of the BPF ELF ABI that <elf.h> does not name
+// (llvm/BinaryFormat/ELFRelocs/BPF.def). Only names for messages.
+const char* relocation_name(uint32_t type);
+
+// Extracts the object model from ELF bytes. Throws sockredir::Error naming the
+// section and the defect on malformed input or unsupported features.
+ObjectSpec parse_object(std::span<const std::byte> bytes);
+
+}  // namespace sockredir::elf

@@ -1,0 +1,278 @@
+// attach: plan -> maps -> programs -> pins in a staging dir -> attach -> rename into place. detach undoes it by pins alone.
+#include "attach.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "../bpf/sockredir_shared.h"
+#include "../elf/error.hpp"
+#include "load.hpp"
+#include "mounts.hpp"
+#include "plan.hpp"
+#include "sys.hpp"
+
+namespace sockredir {
+
+namespace {
+
+struct PinPaths {
+    std::string dir;     // the published pin dir
+    std::string parent;  // the bpffs directory that holds it
+    std::string base;    // its last component
+};
+
+PinPaths pin_paths(const std::string& pin_dir)
+{
+    std::string dir = pin_dir.empty() ? kDefaultPinDir : pin_dir;
+    while (dir.size() > 1 && dir.back() == '/')
+        dir.pop_back();
+    if (dir.empty() || dir[0] != '/')
+        throw Error("pin dir " + dir + ": must be an absolute path");
+    const auto slash = dir.find_last_of('/');
+    PinPaths p;
+    p.dir = dir;
+    p.parent = slash == 0 ? "/" : dir.substr(0, slash);
+    p.base = dir.substr(slash + 1);
+    if (p.base.empty() || p.base == "." || p.base == "..")
+        throw Error("pin dir " + dir + ": not a valid directory name");
+    return p;
+}
+
+// bpffs refuses names with dots, so the staging dir is a sibling with a suffix.
+std::string staging_prefix(const PinPaths& p) { return p.base + "-attaching-"; }
+
+bool exists(const std::string& path)
+{
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Serializes attach and detach on one pin dir: flock on the bpffs directory.
+class DirLock {
+public:
+    explicit DirLock(const std::string& dir)
+    {
+        fd_ = Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd_)
+            throw Error("opening " + dir, errno);
+        while (::flock(fd_.get(), LOCK_EX) != 0)
+            if (errno != EINTR)
+                throw Error("locking " + dir, errno);
+    }
+
+private:
+    Fd fd_;
+};
+
+void pin(const Fd& fd, const std::string& dir, const std::string& name) { sys::obj_pin(fd.get(), dir + "/" + name); }
+
+// Stop redirection of new messages: the sk_msg program sends them by TCP from
+// now on, and never switches those sockets back (see bpf/sockredir.bpf.c).
+void set_draining(const std::string& dir)
+{
+    const auto path = dir + "/" + SOCKREDIR_MAP_CONFIG;
+    if (!exists(path))
+        return;
+    Fd config = sys::obj_get(path);
+    const uint32_t zero = 0;
+    sockredir_config value{};
+    sys::map_lookup(config.get(), &zero, &value);
+    value.flags |= SOCKREDIR_F_DRAINING;
+    sys::map_update(config.get(), &zero, &value, BPF_ANY);
+}
+
+void detach_link(const std::string& dir)
+{
+    const auto path = dir + "/" + kPinLink;
+    if (!exists(path))
+        return;
+    Fd link = sys::obj_get(path);
+    // Detach even if another process still holds the link open.
+    sys::link_detach(link.get());
+}
+
+// Removes every pin and the directory itself.
+void unpin_all(const std::string& dir)
+{
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        if (errno == ENOENT)
+            return;
+        throw Error("opening " + dir, errno);
+    }
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name != "." && name != "..")
+            names.push_back(name);
+    }
+    ::closedir(d);
+    for (const auto& name : names)
+        if (::unlink((dir + "/" + name).c_str()) != 0 && errno != ENOENT)
+            throw Error("removing pin " + dir + "/" + name, errno);
+    if (::rmdir(dir.c_str()) != 0 && errno != ENOENT)
+        throw Error("removing " + dir, errno);
+}
+
+// The detach steps for one directory of pins, published or staging.
+void take_down(const std::string& dir)
+{
+    set_draining(dir);
+    step_done("drain");
+    detach_link(dir);
+    step_done("detach_sockops");
+    unpin_all(dir);
+    step_done("unpin");
+}
+
+// Pins left behind by an attach that was killed before it published them.
+int clean_stale_staging(const PinPaths& p)
+{
+    DIR* d = ::opendir(p.parent.c_str());
+    if (d == nullptr)
+        throw Error("opening " + p.parent, errno);
+    std::vector<std::string> stale;
+    const auto prefix = staging_prefix(p);
+    while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name.rfind(prefix, 0) == 0)
+            stale.push_back(p.parent + "/" + name);
+    }
+    ::closedir(d);
+    for (const auto& dir : stale)
+        take_down(dir);
+    return static_cast<int>(stale.size());
+}
+
+uint64_t cgroup_id_of(const std::string& dir)
+{
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0)
+        throw Error("cgroup " + dir, errno);
+    // On cgroup2 the inode number of a cgroup directory is its cgroup id.
+    return st.st_ino;
+}
+
+}  // namespace
+
+void step_done(const char* step)
+{
+    static const char* target = std::getenv("SOCKREDIR_TEST_KILL_AFTER");
+    if (target != nullptr && std::strcmp(target, step) == 0)
+        ::kill(::getpid(), SIGKILL);
+}
+
+AttachResult attach(const AttachOptions& options)
+{
+    const PinPaths p = pin_paths(options.pin_dir);
+    // Parse and plan before touching the system: a bad object changes nothing.
+    const LoadPlan plan = plan_object(options.object, PlanOptions{options.max_sockets});
+    step_done("plan");
+
+    AttachResult result;
+    result.pin_dir = p.dir;
+    if (options.cgroup.empty()) {
+        result.cgroup = cgroup2_root(true);
+    } else {
+        result.cgroup = options.cgroup;
+        while (result.cgroup.size() > 1 && result.cgroup.back() == '/')
+            result.cgroup.pop_back();
+    }
+    check_cgroup2_dir(result.cgroup);
+    ensure_bpffs(p.dir, true);
+
+    DirLock lock(p.parent);
+    clean_stale_staging(p);
+
+    if (exists(p.dir)) {
+        if (exists(p.dir + "/" + kPinLink)) {
+            Fd link = sys::obj_get(p.dir + "/" + kPinLink);
+            const auto info = sys::link_info(link.get());
+            if (info.cgroup.cgroup_id == cgroup_id_of(result.cgroup)) {
+                result.outcome = AttachOutcome::AlreadyAttached;
+                return result;
+            }
+            throw Error("already attached to another cgroup (pins in " + p.dir + "); run detach first");
+        }
+        // A pin dir without a link is not ours to trust: take it down first.
+        take_down(p.dir);
+    }
+
+    Fd cgroup(::open(result.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cgroup)
+        throw Error("opening cgroup " + result.cgroup, errno);
+
+    Collection c = create_maps(plan);
+    step_done("maps");
+    // Draining off, explicitly: a fresh array is zeroed, but say what we mean.
+    {
+        const uint32_t zero = 0;
+        const sockredir_config config{};
+        sys::map_update(c.maps[plan.config].fd.get(), &zero, &config, BPF_ANY);
+    }
+    load_programs(plan, c);
+    step_done("programs");
+
+    const std::string staging = p.parent + "/" + staging_prefix(p) + std::to_string(::getpid());
+    if (::mkdir(staging.c_str(), 0700) != 0)
+        throw Error("creating " + staging, errno);
+    try {
+        for (const auto& m : c.maps)
+            pin(m.fd, staging, m.name);
+        for (const auto& prog : c.programs)
+            pin(prog.fd, staging, prog.name);
+        step_done("pin");
+
+        const auto& msg = c.programs[plan.msg];
+        sys::prog_attach(msg.fd.get(), c.maps[plan.sock_hash].fd.get(), BPF_SK_MSG_VERDICT, 0);
+        step_done("attach_msg");
+
+        // A cgroup link attaches like BPF_F_ALLOW_MULTI: other programs on
+        // this cgroup keep running, and the attachment lives as long as the pin.
+        Fd link = sys::link_create(c.programs[plan.sockops].fd.get(), cgroup.get(), BPF_CGROUP_SOCK_OPS);
+        pin(link, staging, kPinLink);
+        step_done("attach_sockops");
+
+        if (::rename(staging.c_str(), p.dir.c_str()) != 0)
+            throw Error("publishing pins as " + p.dir, errno);
+        step_done("publish");
+    } catch (...) {
+        try {
+            take_down(staging);
+        } catch (...) {
+            // The next attach or detach finds the staging dir and retries.
+        }
+        throw;
+    }
+    return result;
+}
+
+DetachResult detach(const std::string& pin_dir)
+{
+    const PinPaths p = pin_paths(pin_dir);
+    DetachResult result;
+    result.pin_dir = p.dir;
+    if (!is_bpffs(p.parent)) {
+        if (exists(p.parent))
+            return result;  // nothing can be pinned there: nothing attached
+        return result;
+    }
+    DirLock lock(p.parent);
+    result.cleaned_stale = clean_stale_staging(p);
+    if (!exists(p.dir))
+        return result;
+    take_down(p.dir);
+    result.outcome = DetachOutcome::Detached;
+    return result;
+}
+
+}  // namespace sockredir

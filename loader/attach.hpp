@@ -1,0 +1,48 @@
+// The attach and detach sequences: named steps from plan to published pins, each one interruptible.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace sockredir {
+
+struct AttachOptions {
+    std::string cgroup;   // empty: the cgroup2 root
+    std::string pin_dir;  // empty: kDefaultPinDir
+    std::span<const std::byte> object;
+    uint32_t max_sockets = 0;  // 0: as the object says
+};
+
+enum class AttachOutcome { Attached, AlreadyAttached };
+
+struct AttachResult {
+    AttachOutcome outcome = AttachOutcome::Attached;
+    std::string cgroup;
+    std::string pin_dir;
+};
+
+AttachResult attach(const AttachOptions& options);
+
+enum class DetachOutcome { Detached, NotAttached };
+
+struct DetachResult {
+    DetachOutcome outcome = DetachOutcome::NotAttached;
+    std::string pin_dir;
+    // Stale pins of an interrupted attach that were removed on the way.
+    int cleaned_stale = 0;
+};
+
+DetachResult detach(const std::string& pin_dir);
+
+// Pin names inside the pin dir.
+inline constexpr const char* kPinLink = "sockops_link";
+
+// Test hook: when the environment variable SOCKREDIR_TEST_KILL_AFTER names a
+// step ("maps", "programs", "pin", "attach_msg", "attach_sockops",
+// "publish", "drain", "detach_sockops", "unpin"), the process kills
+// itself with SIGKILL right after that step. For crash-safety tests only.
+void step_done(const char* step);
+
+}  // namespace sockredir

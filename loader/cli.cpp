@@ -1,0 +1,206 @@
+// sockredir-min's commands: parse strictly, run one verb, map errors to exit codes 1 and 2.
+#include "cli.hpp"
+
+#include <cerrno>
+#include <cstdio>
+
+#include "../elf/error.hpp"
+#include "attach.hpp"
+#include "embedded.hpp"
+#include "file.hpp"
+#include "mounts.hpp"
+#include "status.hpp"
+
+namespace sockredir {
+
+const char* const kVersion = "sockredir-min 0.1.0";
+
+const char* const kUsage =
+    "usage: sockredir-min attach [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
+    "       sockredir-min detach [--pin-dir DIR]\n"
+    "       sockredir-min status [--pin-dir DIR] [--json]\n"
+    "       sockredir-min --help | --version\n"
+    "\n"
+    "Redirects TCP data between sockets on this host straight into the peer socket\n"
+    "(sock_ops + sk_msg, SOCKHASH), skipping the TCP/IP stack.\n"
+    "\n"
+    "  attach   load the programs, attach them to the cgroup (default: the cgroup2\n"
+    "           root) and pin them under the pin dir (default /sys/fs/bpf/sockredir)\n"
+    "  detach   stop redirecting and remove everything attach created\n"
+    "  status   show whether it is attached, ids, sockets in the map and counters\n"
+    "\n"
+    "Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.\n";
+
+namespace {
+
+ParseResult usage_error(const std::string& message)
+{
+    ParseResult r;
+    r.error = message + " (see sockredir-min --help)";
+    return r;
+}
+
+bool parse_u32(const std::string& text, uint32_t& out)
+{
+    if (text.empty() || text.size() > 10)
+        return false;
+    uint64_t v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (v > UINT32_MAX)
+        return false;
+    out = static_cast<uint32_t>(v);
+    return true;
+}
+
+std::string with_hint(const Error& e)
+{
+    std::string msg = e.what();
+    if (e.code() == EPERM || e.code() == EACCES)
+        msg += " (needs root: CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
+    return msg;
+}
+
+}  // namespace
+
+ParseResult parse_command_line(const std::vector<std::string>& args)
+{
+    if (args.empty())
+        return usage_error("missing command");
+    Command c;
+    const std::string& verb = args[0];
+    if (verb == "--help" || verb == "-h" || verb == "help") {
+        if (args.size() > 1)
+            return usage_error("unexpected argument '" + args[1] + "'");
+        c.verb = Verb::Help;
+        return {c, {}};
+    }
+    if (verb == "--version" || verb == "-V") {
+        if (args.size() > 1)
+            return usage_error("unexpected argument '" + args[1] + "'");
+        c.verb = Verb::Version;
+        return {c, {}};
+    }
+    if (verb == "attach")
+        c.verb = Verb::Attach;
+    else if (verb == "detach")
+        c.verb = Verb::Detach;
+    else if (verb == "status")
+        c.verb = Verb::Status;
+    else
+        return usage_error("unknown command '" + verb + "'");
+
+    for (size_t i = 1; i < args.size(); ++i) {
+        std::string opt = args[i];
+        std::string value;
+        bool has_value = false;
+        if (opt.rfind("--", 0) == 0) {
+            const auto eq = opt.find('=');
+            if (eq != std::string::npos) {
+                value = opt.substr(eq + 1);
+                opt = opt.substr(0, eq);
+                has_value = true;
+            }
+        }
+        if (opt == "--help" || opt == "-h") {
+            c.verb = Verb::Help;
+            return {c, {}};
+        }
+        const bool takes_value = opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" ||
+                                 opt == "--max-sockets";
+        const bool allowed = opt == "--pin-dir" ||
+                             (c.verb == Verb::Attach && (opt == "--cgroup" || opt == "--object" ||
+                                                         opt == "--max-sockets")) ||
+                             (c.verb == Verb::Status && opt == "--json");
+        if (!allowed) {
+            if (opt.rfind("-", 0) == 0)
+                return usage_error("unknown option '" + opt + "' for " + verb);
+            return usage_error("unexpected argument '" + opt + "'");
+        }
+        if (takes_value && !has_value) {
+            if (i + 1 >= args.size())
+                return usage_error("option " + opt + " needs a value");
+            value = args[++i];
+        }
+        if (!takes_value && has_value)
+            return usage_error("option " + opt + " takes no value");
+        if (takes_value && value.empty())
+            return usage_error("option " + opt + " needs a non-empty value");
+        if (opt == "--pin-dir") {
+            if (value[0] != '/')
+                return usage_error("--pin-dir needs an absolute path");
+            c.pin_dir = value;
+        } else if (opt == "--cgroup") {
+            c.cgroup = value;
+        } else if (opt == "--object") {
+            c.object_file = value;
+        } else if (opt == "--max-sockets") {
+            if (!parse_u32(value, c.max_sockets) || c.max_sockets == 0)
+                return usage_error("--max-sockets needs a number from 1 to 4294967295");
+        } else if (opt == "--json") {
+            c.json = true;
+        }
+    }
+    return {c, {}};
+}
+
+int run(const Command& c)
+{
+    try {
+        switch (c.verb) {
+        case Verb::Help:
+            std::fputs(kUsage, stdout);
+            return kExitOk;
+        case Verb::Version:
+            std::printf("%s\n", kVersion);
+            return kExitOk;
+        case Verb::Attach: {
+            AttachOptions o;
+            o.cgroup = c.cgroup;
+            o.pin_dir = c.pin_dir;
+            o.max_sockets = c.max_sockets;
+            std::vector<std::byte> file;
+            if (!c.object_file.empty()) {
+                file = read_file_bytes(c.object_file);
+                o.object = file;
+            } else {
+                o.object = embedded_object();
+            }
+            const auto r = attach(o);
+            if (r.outcome == AttachOutcome::AlreadyAttached)
+                std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(),
+                            r.pin_dir.c_str());
+            else
+                std::printf("attached to %s (pins in %s)\n", r.cgroup.c_str(), r.pin_dir.c_str());
+            return kExitOk;
+        }
+        case Verb::Detach: {
+            const auto r = detach(c.pin_dir);
+            if (r.cleaned_stale > 0)
+                std::printf("removed %d stale set(s) of pins left by an interrupted attach\n", r.cleaned_stale);
+            if (r.outcome == DetachOutcome::Detached)
+                std::printf("detached (removed %s)\n", r.pin_dir.c_str());
+            else
+                std::printf("not attached (no pins in %s); nothing to do\n", r.pin_dir.c_str());
+            return kExitOk;
+        }
+        case Verb::Status: {
+            const auto s = read_status(c.pin_dir);
+            std::fputs((c.json ? format_json(s) : format_text(s)).c_str(), stdout);
+            return kExitOk;
+        }
+        }
+    } catch (const Error& e) {
+        std::fprintf(stderr, "sockredir-min: %s\n", with_hint(e).c_str());
+        return kExitFailure;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sockredir-min: internal error: %s\n", e.what());
+        return kExitFailure;
+    }
+    return kExitFailure;
+}
+
+}  // namespace sockredir

@@ -1,0 +1,17 @@
+// sockredir-min entry point: arguments in, exit code out; all work is in cli.cpp.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+
+int main(int argc, char** argv)
+{
+    std::vector<std::string> args(argv + 1, argv + argc);
+    const auto parsed = sockredir::parse_command_line(args);
+    if (!parsed.command) {
+        std::fprintf(stderr, "sockredir-min: %s\n", parsed.error.c_str());
+        return sockredir::kExitUsage;
+    }
+    return sockredir::run(*parsed.command);
+}

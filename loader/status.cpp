@@ -1,0 +1,202 @@
+// status: everything comes from the pins and the kernel's answers about them.
+#include "status.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <vector>
+
+#include "../elf/error.hpp"
+#include "attach.hpp"
+#include "file.hpp"
+#include "mounts.hpp"
+#include "sys.hpp"
+
+namespace sockredir {
+
+namespace {
+
+bool exists(const std::string& path)
+{
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Number of possible CPUs: the per-CPU value layout of BPF_MAP_LOOKUP_ELEM.
+unsigned possible_cpus()
+{
+    std::string text = read_file_text("/sys/devices/system/cpu/possible");
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+        text.pop_back();
+    unsigned count = 0;
+    size_t i = 0;
+    while (i < text.size()) {
+        size_t comma = text.find(',', i);
+        if (comma == std::string::npos)
+            comma = text.size();
+        const std::string range = text.substr(i, comma - i);
+        const auto dash = range.find('-');
+        const unsigned lo = static_cast<unsigned>(std::stoul(range.substr(0, dash)));
+        const unsigned hi = dash == std::string::npos ? lo : static_cast<unsigned>(std::stoul(range.substr(dash + 1)));
+        count += hi - lo + 1;
+        i = comma + 1;
+    }
+    if (count == 0)
+        throw Error("cannot read /sys/devices/system/cpu/possible");
+    return count;
+}
+
+// The cgroup2 directory whose inode number is `id`, searched breadth-first.
+std::string find_cgroup(const std::string& root, uint64_t id)
+{
+    std::vector<std::string> queue{root};
+    for (size_t i = 0; i < queue.size() && i < 100000; ++i) {
+        struct stat st {};
+        if (::stat(queue[i].c_str(), &st) == 0 && st.st_ino == id)
+            return queue[i];
+        DIR* d = ::opendir(queue[i].c_str());
+        if (d == nullptr)
+            continue;
+        while (dirent* e = ::readdir(d)) {
+            if (e->d_type != DT_DIR || e->d_name[0] == '.')
+                continue;
+            queue.push_back(queue[i] == "/" ? "/" + std::string(e->d_name) : queue[i] + "/" + e->d_name);
+        }
+        ::closedir(d);
+    }
+    return {};
+}
+
+std::string json_string(const std::string& s)
+{
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+const char* counter_name(int index)
+{
+    static const char* const kNames[SOCKREDIR_COUNTER_MAX] = {
+        "sockets_added", "insert_failed", "messages_redirected", "bytes_redirected", "messages_passed",
+    };
+    return index >= 0 && index < SOCKREDIR_COUNTER_MAX ? kNames[index] : "unknown";
+}
+
+Status read_status(const std::string& pin_dir)
+{
+    Status s;
+    s.pin_dir = pin_dir.empty() ? kDefaultPinDir : pin_dir;
+    const std::string dir = s.pin_dir;
+    if (!exists(dir + "/" + kPinLink))
+        return s;
+    s.attached = true;
+
+    Fd link = sys::obj_get(dir + "/" + kPinLink);
+    const auto li = sys::link_info(link.get());
+    s.link_id = li.id;
+    s.cgroup_id = li.cgroup.cgroup_id;
+    try {
+        s.cgroup = find_cgroup(cgroup2_root(false), s.cgroup_id);
+    } catch (const Error&) {
+        s.cgroup.clear();
+    }
+
+    s.sockops_id = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_SOCKOPS).get()).id;
+    s.msg_id = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_MSG).get()).id;
+
+    Fd socks = sys::obj_get(dir + "/" + SOCKREDIR_MAP_SOCKS);
+    const auto mi = sys::map_info(socks.get());
+    s.sock_hash_id = mi.id;
+    s.max_sockets = mi.max_entries;
+    sockredir_key key{}, next{};
+    bool first = true;
+    while (sys::map_next_key(socks.get(), first ? nullptr : &key, &next)) {
+        key = next;
+        first = false;
+        ++s.sockets;
+    }
+
+    Fd counters = sys::obj_get(dir + "/" + SOCKREDIR_MAP_COUNTERS);
+    s.counters_id = sys::map_info(counters.get()).id;
+    std::vector<uint64_t> per_cpu(possible_cpus());
+    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
+        if (!sys::map_lookup(counters.get(), &i, per_cpu.data()))
+            continue;
+        for (uint64_t v : per_cpu)
+            s.counters[i] += v;
+    }
+
+    Fd config = sys::obj_get(dir + "/" + SOCKREDIR_MAP_CONFIG);
+    const uint32_t zero = 0;
+    sockredir_config cfg{};
+    if (sys::map_lookup(config.get(), &zero, &cfg))
+        s.draining = (cfg.flags & SOCKREDIR_F_DRAINING) != 0;
+    return s;
+}
+
+std::string format_text(const Status& s)
+{
+    if (!s.attached)
+        return "not attached (no pins in " + s.pin_dir + ")\n";
+    std::string out;
+    char line[256];
+    auto add = [&](const char* fmt, auto... args) {
+        std::snprintf(line, sizeof line, fmt, args...);
+        out += line;
+    };
+    add("attached%s\n", s.draining ? " (draining)" : "");
+    add("  cgroup        %s (id %llu)\n", s.cgroup.empty() ? "?" : s.cgroup.c_str(),
+        static_cast<unsigned long long>(s.cgroup_id));
+    add("  pin dir       %s\n", s.pin_dir.c_str());
+    add("  programs      sock_ops id %u (link id %u), sk_msg id %u\n", s.sockops_id, s.link_id, s.msg_id);
+    add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
+    add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
+    for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
+        add("  %-20s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
+    return out;
+}
+
+std::string format_json(const Status& s)
+{
+    std::string out = "{\"attached\":";
+    out += s.attached ? "true" : "false";
+    out += ",\"pin_dir\":" + json_string(s.pin_dir);
+    if (s.attached) {
+        out += ",\"draining\":";
+        out += s.draining ? "true" : "false";
+        out += ",\"cgroup\":" + json_string(s.cgroup);
+        out += ",\"cgroup_id\":" + std::to_string(s.cgroup_id);
+        out += ",\"link_id\":" + std::to_string(s.link_id);
+        out += ",\"programs\":{\"sock_ops\":" + std::to_string(s.sockops_id) +
+               ",\"sk_msg\":" + std::to_string(s.msg_id) + "}";
+        out += ",\"maps\":{\"sock_hash\":" + std::to_string(s.sock_hash_id) +
+               ",\"counters\":" + std::to_string(s.counters_id) + "}";
+        out += ",\"sockets\":" + std::to_string(s.sockets);
+        out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
+        out += ",\"counters\":{";
+        for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
+            if (i != 0)
+                out += ",";
+            out += "\"" + std::string(counter_name(i)) + "\":" + std::to_string(s.counters[i]);
+        }
+        out += "}";
+    }
+    return out + "}\n";
+}
+
+}  // namespace sockredir

@@ -1,0 +1,35 @@
+// What is attached, read back from the pins alone: ids, cgroup, sockets in the map, counters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "../bpf/sockredir_shared.h"
+
+namespace sockredir {
+
+struct Status {
+    bool attached = false;
+    std::string pin_dir;
+    std::string cgroup;  // resolved path, empty when not found
+    uint64_t cgroup_id = 0;
+    uint32_t link_id = 0;
+    uint32_t sockops_id = 0;
+    uint32_t msg_id = 0;
+    uint32_t sock_hash_id = 0;
+    uint32_t counters_id = 0;
+    uint32_t max_sockets = 0;
+    uint64_t sockets = 0;
+    bool draining = false;
+    uint64_t counters[SOCKREDIR_COUNTER_MAX] = {};
+};
+
+Status read_status(const std::string& pin_dir);
+
+std::string format_text(const Status& s);
+std::string format_json(const Status& s);
+
+// Names of the counters, in enum order, as status prints them.
+const char* counter_name(int index);
+
+}  // namespace sockredir

@@ -1,0 +1,72 @@
+// The one thin bpf(2) layer: one function per command, typed arguments in, Fd or sockredir::Error out.
+#pragma once
+
+#include <linux/bpf.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fd.hpp"
+
+namespace sockredir::sys {
+
+struct MapCreateArgs {
+    uint32_t type = 0;
+    uint32_t key_size = 0;
+    uint32_t value_size = 0;
+    uint32_t max_entries = 0;
+    uint32_t flags = 0;
+    std::string name;  // truncated to BPF_OBJ_NAME_LEN - 1
+    int btf_fd = -1;
+    uint32_t btf_key_type_id = 0;
+    uint32_t btf_value_type_id = 0;
+};
+Fd map_create(const MapCreateArgs& args);
+
+struct ProgLoadArgs {
+    uint32_t type = 0;
+    uint32_t expected_attach_type = 0;
+    std::span<const bpf_insn> insns;
+    std::string license;
+    std::string name;
+    // Verifier log: empty buffer = no log.
+    std::span<char> log;
+    uint32_t log_level = 0;
+};
+// On failure throws Error whose code() is the errno; the log (if any) is in args.log.
+Fd prog_load(const ProgLoadArgs& args);
+
+Fd btf_load(std::span<const std::byte> btf, std::span<char> log = {});
+
+void map_update(int map_fd, const void* key, const void* value, uint64_t flags);
+// false when the key does not exist.
+bool map_lookup(int map_fd, const void* key, void* value);
+// false at the end of the map; key == nullptr asks for the first key.
+bool map_next_key(int map_fd, const void* key, void* next_key);
+
+void obj_pin(int fd, const std::string& path);
+Fd obj_get(const std::string& path);
+
+void prog_attach(int prog_fd, int target_fd, uint32_t attach_type, uint32_t flags);
+void prog_detach(int prog_fd, int target_fd, uint32_t attach_type);
+// Program ids attached to target for attach_type (effective = false: this level only).
+std::vector<uint32_t> prog_query(int target_fd, uint32_t attach_type);
+
+Fd link_create(int prog_fd, int target_fd, uint32_t attach_type);
+void link_detach(int link_fd);
+
+bpf_prog_info prog_info(int fd);
+bpf_map_info map_info(int fd);
+bpf_link_info link_info(int fd);
+
+// Walks the kernel's id space: BPF_PROG_GET_NEXT_ID, BPF_MAP_GET_NEXT_ID, BPF_LINK_GET_NEXT_ID.
+std::vector<uint32_t> all_prog_ids();
+std::vector<uint32_t> all_map_ids();
+std::vector<uint32_t> all_link_ids();
+Fd prog_fd_by_id(uint32_t id);
+Fd map_fd_by_id(uint32_t id);
+
+}  // namespace sockredir::sys
