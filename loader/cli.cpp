@@ -13,7 +13,7 @@
 
 namespace sockredir {
 
-const char* const kVersion = "sockredir-min 0.1.0";
+const char* const kVersion = "sockredir-min " SOCKREDIR_VERSION;
 
 const char* const kUsage =
     "usage: sockredir-min attach [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
@@ -59,7 +59,8 @@ bool parse_u32(const std::string& text, uint32_t& out)
 std::string with_hint(const Error& e)
 {
     std::string msg = e.what();
-    if (e.code() == EPERM || e.code() == EACCES)
+    // EPERM is what bpf(2) and mount(2) say without privileges (EACCES is also the verifier's).
+    if (e.code() == EPERM)
         msg += " (needs root: CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
     return msg;
 }

@@ -93,9 +93,11 @@ void load_programs(const LoadPlan& plan, Collection& collection)
             } catch (const Error& second) {
                 if (log[0] != '\0')
                     print_verifier_log(spec.name, log);
-                throw Error("loading program '" + spec.name + "' (section '" + spec.section + "')" +
-                                (log[0] != '\0' ? " failed; verifier log above" : " failed"),
-                            second.code());
+                if (log[0] != '\0')
+                    throw Error("the verifier rejected program '" + spec.name + "' (section '" + spec.section +
+                                    "'), log above",
+                                second.code());
+                throw Error("loading program '" + spec.name + "' (section '" + spec.section + "')", second.code());
             }
         }
     }

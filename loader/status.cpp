@@ -18,10 +18,16 @@ namespace sockredir {
 
 namespace {
 
+// A pin that cannot be looked at (not root: the pin dir is 0700) is an error,
+// not "not attached".
 bool exists(const std::string& path)
 {
     struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0;
+    if (::lstat(path.c_str(), &st) == 0)
+        return true;
+    if (errno == ENOENT || errno == ENOTDIR)
+        return false;
+    throw Error("cannot read pins at " + path, errno);
 }
 
 // Number of possible CPUs: the per-CPU value layout of BPF_MAP_LOOKUP_ELEM.
