@@ -12,8 +12,8 @@ std::string with_errno(const std::string& message, int err)
         return message;
     return message + ": " + std::strerror(err);
 }
-}  // namespace
+} // namespace
 
 Error::Error(const std::string& message, int err) : std::runtime_error(with_errno(message, err)), code_(err) {}
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -16,4 +16,4 @@ private:
     int code_;
 };
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -18,7 +18,10 @@ constexpr const char* kLicenseSection = "license";
 // BPF_LD | BPF_IMM | BPF_DW: the two-slot instruction that loads a 64-bit immediate.
 constexpr uint8_t kLdImm64 = BPF_LD | BPF_IMM | BPF_DW;
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string quoted(const std::string& s)
+{
+    return "'" + s + "'";
+}
 
 bool is_program_section(const Section& s)
 {
@@ -151,8 +154,8 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
                             "; only maps are supported (no global data, no calls)");
             }
             // A relocation against the section symbol addresses a map by offset.
-            const uint64_t offset = sym.type == STT_SECTION ? uint64_t{static_cast<uint32_t>(insns[insn].imm)}
-                                                            : sym.value;
+            const uint64_t offset =
+                sym.type == STT_SECTION ? uint64_t{static_cast<uint32_t>(insns[insn].imm)} : sym.value;
             size_t map = map_offsets.size();
             for (size_t m = 0; m < map_offsets.size(); ++m)
                 if (map_offsets[m] == offset)
@@ -165,7 +168,7 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
     return out;
 }
 
-}  // namespace
+} // namespace
 
 const char* relocation_name(uint32_t type)
 {
@@ -218,7 +221,7 @@ ObjectSpec parse_object(std::span<const std::byte> bytes)
         if (s.type != SHT_PROGBITS || (s.flags & SHF_EXECINSTR) == 0)
             continue;
         if (!is_program_section(s)) {
-            continue;  // an empty .text, as clang emits it
+            continue; // an empty .text, as clang emits it
         }
         ProgramSpec p;
         p.section = s.name;
@@ -240,4 +243,4 @@ ObjectSpec parse_object(std::span<const std::byte> bytes)
     return object;
 }
 
-}  // namespace sockredir::elf
+} // namespace sockredir::elf

@@ -28,8 +28,8 @@ struct MapRelocation {
 };
 
 struct ProgramSpec {
-    std::string name;     // the function symbol
-    std::string section;  // the section name, which selects the program type
+    std::string name;    // the function symbol
+    std::string section; // the section name, which selects the program type
     std::vector<bpf_insn> insns;
     std::vector<MapRelocation> relocations;
 };
@@ -51,4 +51,4 @@ const char* relocation_name(uint32_t type);
 // section and the defect on malformed input or unsupported features.
 ObjectSpec parse_object(std::span<const std::byte> bytes);
 
-}  // namespace sockredir::elf
+} // namespace sockredir::elf

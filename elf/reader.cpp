@@ -22,8 +22,7 @@ std::string hex(uint64_t v)
 }
 
 // The one way bytes of the file become a struct: bounds-checked, then memcpy'd.
-template <typename T>
-T read_at(std::span<const std::byte> bytes, uint64_t offset, const std::string& what)
+template <typename T> T read_at(std::span<const std::byte> bytes, uint64_t offset, const std::string& what)
 {
     static_assert(std::is_trivially_copyable_v<T>);
     if (offset > bytes.size() || bytes.size() - offset < sizeof(T))
@@ -73,8 +72,8 @@ Elf64_Ehdr read_header(std::span<const std::byte> bytes)
     if (ehdr.e_shnum == 0)
         throw Error("ELF header: no section headers");
     if (ehdr.e_shstrndx == SHN_UNDEF || ehdr.e_shstrndx >= ehdr.e_shnum)
-        throw Error("ELF header: section name table index " + std::to_string(ehdr.e_shstrndx) +
-                    " is out of range (" + std::to_string(ehdr.e_shnum) + " sections)");
+        throw Error("ELF header: section name table index " + std::to_string(ehdr.e_shstrndx) + " is out of range (" +
+                    std::to_string(ehdr.e_shnum) + " sections)");
     return ehdr;
 }
 
@@ -200,7 +199,7 @@ RelocationSection read_relocations(const Section& rel, const std::vector<Section
     return out;
 }
 
-}  // namespace
+} // namespace
 
 const Section* ElfFile::find_section(std::string_view name) const
 {
@@ -229,4 +228,4 @@ ElfFile read(std::span<const std::byte> bytes)
     return file;
 }
 
-}  // namespace sockredir::elf
+} // namespace sockredir::elf

@@ -31,20 +31,20 @@ struct Symbol {
     uint64_t value = 0;
     uint64_t size = 0;
     uint16_t shndx = 0;
-    uint8_t type = 0;  // STT_*
-    uint8_t bind = 0;  // STB_*
+    uint8_t type = 0; // STT_*
+    uint8_t bind = 0; // STB_*
 };
 
 struct Relocation {
-    uint64_t offset = 0;  // into the target section
-    uint32_t type = 0;    // R_BPF_*
-    uint32_t symbol = 0;  // index into ElfFile::symbols
-    int64_t addend = 0;   // SHT_RELA only
+    uint64_t offset = 0; // into the target section
+    uint32_t type = 0;   // R_BPF_*
+    uint32_t symbol = 0; // index into ElfFile::symbols
+    int64_t addend = 0;  // SHT_RELA only
 };
 
 struct RelocationSection {
-    uint32_t section = 0;  // index of the SHT_REL / SHT_RELA section itself
-    uint32_t target = 0;   // index of the section the relocations apply to
+    uint32_t section = 0; // index of the SHT_REL / SHT_RELA section itself
+    uint32_t target = 0;  // index of the section the relocations apply to
     std::vector<Relocation> entries;
 };
 
@@ -53,7 +53,7 @@ struct RelocationSection {
 struct ElfFile {
     uint16_t machine = 0;
     std::vector<Section> sections;
-    std::vector<Symbol> symbols;  // symbols[0] is the null symbol
+    std::vector<Symbol> symbols; // symbols[0] is the null symbol
     std::vector<RelocationSection> relocations;
 
     const Section* find_section(std::string_view name) const;
@@ -63,4 +63,4 @@ struct ElfFile {
 // naming the section and the defect on any malformed input.
 ElfFile read(std::span<const std::byte> bytes);
 
-}  // namespace sockredir::elf
+} // namespace sockredir::elf

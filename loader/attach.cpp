@@ -1,4 +1,5 @@
-// attach: plan -> maps -> programs -> pins in a staging dir -> attach -> rename into place. detach undoes it by pins alone.
+// attach: plan -> maps -> programs -> pins in a staging dir -> attach -> rename into place. detach undoes it by pins
+// alone.
 #include "attach.hpp"
 
 #include <dirent.h>
@@ -25,9 +26,9 @@ namespace sockredir {
 namespace {
 
 struct PinPaths {
-    std::string dir;     // the published pin dir
-    std::string parent;  // the bpffs directory that holds it
-    std::string base;    // its last component
+    std::string dir;    // the published pin dir
+    std::string parent; // the bpffs directory that holds it
+    std::string base;   // its last component
 };
 
 PinPaths pin_paths(const std::string& pin_dir)
@@ -48,7 +49,10 @@ PinPaths pin_paths(const std::string& pin_dir)
 }
 
 // bpffs refuses names with dots, so the staging dir is a sibling with a suffix.
-std::string staging_prefix(const PinPaths& p) { return p.base + "-attaching-"; }
+std::string staging_prefix(const PinPaths& p)
+{
+    return p.base + "-attaching-";
+}
 
 bool exists(const std::string& path)
 {
@@ -73,7 +77,10 @@ private:
     Fd fd_;
 };
 
-void pin(const Fd& fd, const std::string& dir, const std::string& name) { sys::obj_pin(fd.get(), dir + "/" + name); }
+void pin(const Fd& fd, const std::string& dir, const std::string& name)
+{
+    sys::obj_pin(fd.get(), dir + "/" + name);
+}
 
 // Stop redirection of new messages: the sk_msg program sends them by TCP from
 // now on, and never switches those sockets back (see bpf/sockredir.bpf.c).
@@ -162,7 +169,7 @@ uint64_t cgroup_id_of(const std::string& dir)
     return st.st_ino;
 }
 
-}  // namespace
+} // namespace
 
 void step_done(const char* step)
 {
@@ -263,7 +270,7 @@ DetachResult detach(const std::string& pin_dir)
     result.pin_dir = p.dir;
     if (!is_bpffs(p.parent)) {
         if (exists(p.parent))
-            return result;  // nothing can be pinned there: nothing attached
+            return result; // nothing can be pinned there: nothing attached
         return result;
     }
     DirLock lock(p.parent);
@@ -275,4 +282,4 @@ DetachResult detach(const std::string& pin_dir)
     return result;
 }
 
-}  // namespace sockredir
+} // namespace sockredir

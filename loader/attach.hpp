@@ -9,10 +9,10 @@
 namespace sockredir {
 
 struct AttachOptions {
-    std::string cgroup;   // empty: the cgroup2 root
-    std::string pin_dir;  // empty: kDefaultPinDir
+    std::string cgroup;  // empty: the cgroup2 root
+    std::string pin_dir; // empty: kDefaultPinDir
     std::span<const std::byte> object;
-    uint32_t max_sockets = 0;  // 0: as the object says
+    uint32_t max_sockets = 0; // 0: as the object says
 };
 
 enum class AttachOutcome { Attached, AlreadyAttached };
@@ -45,4 +45,4 @@ inline constexpr const char* kPinLink = "sockops_link";
 // itself with SIGKILL right after that step. For crash-safety tests only.
 void step_done(const char* step);
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -9,11 +9,11 @@ namespace sockredir {
 
 std::vector<std::byte> minimal_btf()
 {
-    static constexpr char kStrings[] = "\0int";  // offset 0: "", offset 1: "int"
+    static constexpr char kStrings[] = "\0int"; // offset 0: "", offset 1: "int"
 
     btf_type type{};
     type.name_off = 1;
-    type.info = BTF_KIND_INT << 24;  // kind in bits 24-28, vlen 0
+    type.info = BTF_KIND_INT << 24; // kind in bits 24-28, vlen 0
     type.size = 4;
     // The u32 after an INT: encoding in bits 24-27, offset in 16-23, bit count in 0-7.
     const uint32_t int_data = (BTF_INT_SIGNED << 24) | 32;
@@ -36,4 +36,4 @@ std::vector<std::byte> minimal_btf()
     return out;
 }
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -65,7 +65,7 @@ std::string with_hint(const Error& e)
     return msg;
 }
 
-}  // namespace
+} // namespace
 
 ParseResult parse_command_line(const std::vector<std::string>& args)
 {
@@ -110,12 +110,11 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
             c.verb = Verb::Help;
             return {c, {}};
         }
-        const bool takes_value = opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" ||
-                                 opt == "--max-sockets";
-        const bool allowed = opt == "--pin-dir" ||
-                             (c.verb == Verb::Attach && (opt == "--cgroup" || opt == "--object" ||
-                                                         opt == "--max-sockets")) ||
-                             (c.verb == Verb::Status && opt == "--json");
+        const bool takes_value = opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" || opt == "--max-sockets";
+        const bool allowed =
+            opt == "--pin-dir" ||
+            (c.verb == Verb::Attach && (opt == "--cgroup" || opt == "--object" || opt == "--max-sockets")) ||
+            (c.verb == Verb::Status && opt == "--json");
         if (!allowed) {
             if (opt.rfind("-", 0) == 0)
                 return usage_error("unknown option '" + opt + "' for " + verb);
@@ -204,4 +203,4 @@ int run(const Command& c)
     return kExitFailure;
 }
 
-}  // namespace sockredir
+} // namespace sockredir

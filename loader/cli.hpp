@@ -26,7 +26,7 @@ inline constexpr int kExitUsage = 2;
 
 struct ParseResult {
     std::optional<Command> command;
-    std::string error;  // set when command is empty: one line, for stderr
+    std::string error; // set when command is empty: one line, for stderr
 };
 
 ParseResult parse_command_line(const std::vector<std::string>& args);
@@ -38,4 +38,4 @@ int run(const Command& command);
 extern const char* const kUsage;
 extern const char* const kVersion;
 
-}  // namespace sockredir
+} // namespace sockredir

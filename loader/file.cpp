@@ -37,4 +37,4 @@ std::string read_file_text(const std::string& path)
     return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -11,4 +11,4 @@ namespace sockredir {
 std::vector<std::byte> read_file_bytes(const std::string& path);
 std::string read_file_text(const std::string& path);
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -24,7 +24,7 @@ void print_verifier_log(const std::string& program, const std::vector<char>& log
     std::fprintf(stderr, "--- end of verifier log of program '%s' ---\n", program.c_str());
 }
 
-}  // namespace
+} // namespace
 
 Collection create_maps(const LoadPlan& plan)
 {
@@ -89,7 +89,7 @@ void load_programs(const LoadPlan& plan, Collection& collection)
             args.log_level = 1;
             try {
                 collection.programs.push_back({spec.name, spec.section, sys::prog_load(args)});
-                continue;  // a transient failure; the retry loaded it
+                continue; // a transient failure; the retry loaded it
             } catch (const Error& second) {
                 if (log[0] != '\0')
                     print_verifier_log(spec.name, log);
@@ -110,4 +110,4 @@ Collection load(const LoadPlan& plan)
     return c;
 }
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -39,4 +39,4 @@ void load_programs(const LoadPlan& plan, Collection& collection);
 // stderr under the program's name before the Error is thrown.
 Collection load(const LoadPlan& plan);
 
-}  // namespace sockredir
+} // namespace sockredir

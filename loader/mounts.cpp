@@ -21,9 +21,8 @@ std::string unescape(std::string_view s)
 {
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && s.size() - i >= 4 &&
-            s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' && s[i + 3] >= '0' &&
-            s[i + 3] <= '7') {
+        if (s[i] == '\\' && s.size() - i >= 4 && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' &&
+            s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
             out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
             i += 3;
         } else {
@@ -66,7 +65,8 @@ bool is_directory(const std::string& path)
 
 bool is_mount_point(const std::string& path)
 {
-    struct stat st {}, parent {};
+    struct stat st {
+    }, parent{};
     if (::stat(path.c_str(), &st) != 0 || ::stat((path + "/..").c_str(), &parent) != 0)
         return false;
     return st.st_dev != parent.st_dev;
@@ -83,7 +83,7 @@ void mkdir_p(const std::string& path, mode_t mode)
     }
 }
 
-}  // namespace
+} // namespace
 
 std::optional<std::string> find_cgroup2_mount(std::string_view mountinfo)
 {
@@ -133,7 +133,10 @@ void check_cgroup2_dir(const std::string& dir)
         throw Error("cgroup " + dir + ": not a cgroup2 directory");
 }
 
-bool is_bpffs(const std::string& path) { return has_magic(path, BPF_FS_MAGIC); }
+bool is_bpffs(const std::string& path)
+{
+    return has_magic(path, BPF_FS_MAGIC);
+}
 
 void ensure_bpffs(const std::string& pin_dir, bool mount_if_missing)
 {
@@ -152,4 +155,4 @@ void ensure_bpffs(const std::string& pin_dir, bool mount_if_missing)
     throw Error("pin dir " + pin_dir + ": " + parent + " is not a bpf filesystem (mount -t bpf bpf " + parent + ")");
 }
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -27,4 +27,4 @@ void ensure_bpffs(const std::string& pin_dir, bool mount_if_missing);
 
 bool is_bpffs(const std::string& path);
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -63,8 +63,7 @@ void check_map(const elf::MapSpec& m, const MapShape& shape)
     if (m.type != shape.type)
         throw Error(what + ": type " + map_type_name(m.type) + ", expected " + map_type_name(shape.type));
     if (m.key_size != shape.key_size)
-        throw Error(what + ": key size " + std::to_string(m.key_size) + ", expected " +
-                    std::to_string(shape.key_size));
+        throw Error(what + ": key size " + std::to_string(m.key_size) + ", expected " + std::to_string(shape.key_size));
     if (m.value_size != shape.value_size)
         throw Error(what + ": value size " + std::to_string(m.value_size) + ", expected " +
                     std::to_string(shape.value_size));
@@ -77,7 +76,7 @@ void check_map(const elf::MapSpec& m, const MapShape& shape)
         throw Error(what + ": flags " + std::to_string(m.flags) + ", expected " + std::to_string(shape.flags));
 }
 
-}  // namespace
+} // namespace
 
 std::string map_type_name(uint32_t type)
 {
@@ -148,8 +147,8 @@ LoadPlan make_plan(elf::ObjectSpec object, const PlanOptions& options)
         plan.programs.push_back({i, type->prog_type, type->expected_attach_type, type->attach_type});
         for (const auto& r : p.relocations)
             if (r.map >= plan.maps.size())
-                throw Error("section '" + p.section + "': relocation names map #" + std::to_string(r.map) +
-                            " of " + std::to_string(plan.maps.size()));
+                throw Error("section '" + p.section + "': relocation names map #" + std::to_string(r.map) + " of " +
+                            std::to_string(plan.maps.size()));
     }
     if (!have_sockops)
         throw Error("ELF file: no 'sockops' program section");
@@ -163,4 +162,4 @@ LoadPlan plan_object(std::span<const std::byte> bytes, const PlanOptions& option
     return make_plan(elf::parse_object(bytes), options);
 }
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -21,7 +21,7 @@ struct MapPlan {
 };
 
 struct ProgramPlan {
-    size_t program = 0;  // index into LoadPlan::object.programs
+    size_t program = 0; // index into LoadPlan::object.programs
     uint32_t prog_type = 0;
     uint32_t expected_attach_type = 0;
     uint32_t attach_type = 0;
@@ -29,7 +29,7 @@ struct ProgramPlan {
 
 struct LoadPlan {
     elf::ObjectSpec object;
-    std::vector<MapPlan> maps;  // same order as object.maps
+    std::vector<MapPlan> maps; // same order as object.maps
     std::vector<ProgramPlan> programs;
     // Indexes into maps / programs of the parts sockredir wires together.
     size_t sock_hash = 0;
@@ -50,4 +50,4 @@ LoadPlan plan_object(std::span<const std::byte> bytes, const PlanOptions& option
 // Name of a map type for messages ("BPF_MAP_TYPE_SOCKHASH" or the number).
 std::string map_type_name(uint32_t type);
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -93,7 +93,7 @@ std::string json_string(const std::string& s)
     return out + "\"";
 }
 
-}  // namespace
+} // namespace
 
 const char* counter_name(int index)
 {
@@ -205,4 +205,4 @@ std::string format_json(const Status& s)
     return out + "}\n";
 }
 
-}  // namespace sockredir
+} // namespace sockredir

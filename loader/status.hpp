@@ -11,7 +11,7 @@ namespace sockredir {
 struct Status {
     bool attached = false;
     std::string pin_dir;
-    std::string cgroup;  // resolved path, empty when not found
+    std::string cgroup; // resolved path, empty when not found
     uint64_t cgroup_id = 0;
     uint32_t link_id = 0;
     uint32_t sockops_id = 0;
@@ -32,4 +32,4 @@ std::string format_json(const Status& s);
 // Names of the counters, in enum order, as status prints them.
 const char* counter_name(int index);
 
-}  // namespace sockredir
+} // namespace sockredir

@@ -72,7 +72,10 @@ void bpf_void(int cmd, bpf_attr& attr, const std::string& what)
         throw Error(std::string(command_name(cmd)) + " " + what, errno);
 }
 
-uint64_t ptr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+uint64_t ptr(const void* p)
+{
+    return reinterpret_cast<uintptr_t>(p);
+}
 
 void set_name(char (&dst)[BPF_OBJ_NAME_LEN], const std::string& name)
 {
@@ -80,8 +83,7 @@ void set_name(char (&dst)[BPF_OBJ_NAME_LEN], const std::string& name)
     std::memcpy(dst, name.data(), std::min(name.size(), sizeof dst - 1));
 }
 
-template <typename Info>
-Info info_by_fd(int fd, const char* what)
+template <typename Info> Info info_by_fd(int fd, const char* what)
 {
     Info info{};
     bpf_attr attr{};
@@ -119,7 +121,7 @@ Fd fd_by_id(int cmd, uint32_t id, const char* what)
     return bpf_fd(cmd, attr, std::string(what) + " " + std::to_string(id));
 }
 
-}  // namespace
+} // namespace
 
 Fd map_create(const MapCreateArgs& args)
 {
@@ -269,14 +271,38 @@ void link_detach(int link_fd)
     bpf_void(BPF_LINK_DETACH, attr, "");
 }
 
-bpf_prog_info prog_info(int fd) { return info_by_fd<bpf_prog_info>(fd, "program"); }
-bpf_map_info map_info(int fd) { return info_by_fd<bpf_map_info>(fd, "map"); }
-bpf_link_info link_info(int fd) { return info_by_fd<bpf_link_info>(fd, "link"); }
+bpf_prog_info prog_info(int fd)
+{
+    return info_by_fd<bpf_prog_info>(fd, "program");
+}
+bpf_map_info map_info(int fd)
+{
+    return info_by_fd<bpf_map_info>(fd, "map");
+}
+bpf_link_info link_info(int fd)
+{
+    return info_by_fd<bpf_link_info>(fd, "link");
+}
 
-std::vector<uint32_t> all_prog_ids() { return all_ids(BPF_PROG_GET_NEXT_ID); }
-std::vector<uint32_t> all_map_ids() { return all_ids(BPF_MAP_GET_NEXT_ID); }
-std::vector<uint32_t> all_link_ids() { return all_ids(BPF_LINK_GET_NEXT_ID); }
-Fd prog_fd_by_id(uint32_t id) { return fd_by_id(BPF_PROG_GET_FD_BY_ID, id, "program id"); }
-Fd map_fd_by_id(uint32_t id) { return fd_by_id(BPF_MAP_GET_FD_BY_ID, id, "map id"); }
+std::vector<uint32_t> all_prog_ids()
+{
+    return all_ids(BPF_PROG_GET_NEXT_ID);
+}
+std::vector<uint32_t> all_map_ids()
+{
+    return all_ids(BPF_MAP_GET_NEXT_ID);
+}
+std::vector<uint32_t> all_link_ids()
+{
+    return all_ids(BPF_LINK_GET_NEXT_ID);
+}
+Fd prog_fd_by_id(uint32_t id)
+{
+    return fd_by_id(BPF_PROG_GET_FD_BY_ID, id, "program id");
+}
+Fd map_fd_by_id(uint32_t id)
+{
+    return fd_by_id(BPF_MAP_GET_FD_BY_ID, id, "map id");
+}
 
-}  // namespace sockredir::sys
+} // namespace sockredir::sys

@@ -19,7 +19,7 @@ struct MapCreateArgs {
     uint32_t value_size = 0;
     uint32_t max_entries = 0;
     uint32_t flags = 0;
-    std::string name;  // truncated to BPF_OBJ_NAME_LEN - 1
+    std::string name; // truncated to BPF_OBJ_NAME_LEN - 1
     int btf_fd = -1;
     uint32_t btf_key_type_id = 0;
     uint32_t btf_value_type_id = 0;
@@ -69,4 +69,4 @@ std::vector<uint32_t> all_link_ids();
 Fd prog_fd_by_id(uint32_t id);
 Fd map_fd_by_id(uint32_t id);
 
-}  // namespace sockredir::sys
+} // namespace sockredir::sys
