@@ -97,6 +97,17 @@ void set_draining(const std::string& dir)
     sys::map_update(config.get(), &zero, &value, BPF_ANY);
 }
 
+bool is_draining(const std::string& dir)
+{
+    const auto path = dir + "/" + SOCKREDIR_MAP_CONFIG;
+    if (!exists(path))
+        return false;
+    Fd config = sys::obj_get(path);
+    const uint32_t zero = 0;
+    sockredir_config value{};
+    return sys::map_lookup(config.get(), &zero, &value) && (value.flags & SOCKREDIR_F_DRAINING) != 0;
+}
+
 void detach_link(const std::string& dir)
 {
     const auto path = dir + "/" + kPinLink;
@@ -204,13 +215,18 @@ AttachResult attach(const AttachOptions& options)
         if (exists(p.dir + "/" + kPinLink)) {
             Fd link = sys::obj_get(p.dir + "/" + kPinLink);
             const auto info = sys::link_info(link.get());
-            if (info.cgroup.cgroup_id == cgroup_id_of(result.cgroup)) {
-                result.outcome = AttachOutcome::AlreadyAttached;
-                return result;
+            // A detach killed after "drain" or "detach_sockops" leaves the programs draining or the link
+            // detached from every cgroup (id 0): that is no attachment, finish taking it down below.
+            const bool interrupted_detach = info.cgroup.cgroup_id == 0 || is_draining(p.dir);
+            if (!interrupted_detach) {
+                if (info.cgroup.cgroup_id == cgroup_id_of(result.cgroup)) {
+                    result.outcome = AttachOutcome::AlreadyAttached;
+                    return result;
+                }
+                throw Error("already attached to another cgroup (pins in " + p.dir + "); run detach first");
             }
-            throw Error("already attached to another cgroup (pins in " + p.dir + "); run detach first");
         }
-        // A pin dir without a link is not ours to trust: take it down first.
+        // A pin dir without a live link is not ours to trust: take it down first.
         take_down(p.dir);
     }
 
