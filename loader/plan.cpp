@@ -113,6 +113,10 @@ LoadPlan make_plan(elf::ObjectSpec object, const PlanOptions& options)
             throw Error("section 'maps': map '" + m.name + "' (" + map_type_name(m.type) +
                         ") is not one sockredir knows");
         check_map(m, *shape);
+        // A second definition would be a second kernel map, and the relocations would be split between the two.
+        for (const auto& seen : plan.maps)
+            if (seen.spec.name == m.name)
+                throw Error("section 'maps': map '" + m.name + "' is defined twice");
         plan.maps.push_back({m, shape->needs_btf});
     }
     plan.sock_hash = index_of_map(obj, SOCKREDIR_MAP_SOCKS);

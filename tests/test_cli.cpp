@@ -1,1 +1,194 @@
-// placeholder
+// Unit tests of loader/cli's parse_command_line: every verb, every option and every usage error.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "loader/cli.hpp"
+
+using namespace sockredir;
+
+namespace {
+
+using Args = std::vector<std::string>;
+
+Command parsed(const Args& args)
+{
+    const auto r = parse_command_line(args);
+    INFO("error: " << r.error);
+    REQUIRE(r.command.has_value());
+    CHECK(r.error.empty());
+    return *r.command;
+}
+
+// The one-line usage error for `args`; fails the test when they parse.
+std::string usage_error(const Args& args)
+{
+    const auto r = parse_command_line(args);
+    CHECK_FALSE(r.command.has_value());
+    CHECK(r.error.find("(see sockredir-min --help)") != std::string::npos);
+    CHECK(r.error.find('\n') == std::string::npos);
+    return r.error;
+}
+
+} // namespace
+
+TEST_CASE("attach without options keeps every default")
+{
+    const auto c = parsed({"attach"});
+    CHECK(c.verb == Verb::Attach);
+    CHECK(c.cgroup.empty());
+    CHECK(c.pin_dir.empty());
+    CHECK(c.object_file.empty());
+    CHECK(c.max_sockets == 0);
+    CHECK_FALSE(c.json);
+}
+
+TEST_CASE("attach takes --cgroup, --pin-dir, --object and --max-sockets as separate arguments")
+{
+    const auto c = parsed({"attach", "--cgroup", "/sys/fs/cgroup/test", "--pin-dir", "/sys/fs/bpf/t", "--object",
+                           "obj.o", "--max-sockets", "4096"});
+    CHECK(c.verb == Verb::Attach);
+    CHECK(c.cgroup == "/sys/fs/cgroup/test");
+    CHECK(c.pin_dir == "/sys/fs/bpf/t");
+    CHECK(c.object_file == "obj.o");
+    CHECK(c.max_sockets == 4096);
+}
+
+TEST_CASE("attach takes every option in the --opt=value form")
+{
+    const auto c = parsed({"attach", "--cgroup=/cg", "--pin-dir=/pins", "--object=/a/b=c.o", "--max-sockets=7"});
+    CHECK(c.cgroup == "/cg");
+    CHECK(c.pin_dir == "/pins");
+    // Only the first '=' splits.
+    CHECK(c.object_file == "/a/b=c.o");
+    CHECK(c.max_sockets == 7);
+}
+
+TEST_CASE("a later option overrides an earlier one")
+{
+    const auto c = parsed({"attach", "--pin-dir", "/one", "--pin-dir=/two"});
+    CHECK(c.pin_dir == "/two");
+}
+
+TEST_CASE("detach takes --pin-dir")
+{
+    CHECK(parsed({"detach"}).verb == Verb::Detach);
+    CHECK(parsed({"detach"}).pin_dir.empty());
+    const auto c = parsed({"detach", "--pin-dir", "/sys/fs/bpf/x"});
+    CHECK(c.verb == Verb::Detach);
+    CHECK(c.pin_dir == "/sys/fs/bpf/x");
+    CHECK(parsed({"detach", "--pin-dir=/p"}).pin_dir == "/p");
+}
+
+TEST_CASE("status takes --pin-dir and --json")
+{
+    const auto plain = parsed({"status"});
+    CHECK(plain.verb == Verb::Status);
+    CHECK_FALSE(plain.json);
+    const auto c = parsed({"status", "--json", "--pin-dir", "/p"});
+    CHECK(c.verb == Verb::Status);
+    CHECK(c.json);
+    CHECK(c.pin_dir == "/p");
+}
+
+TEST_CASE("--help, -h and help ask for the usage; --version and -V for the version")
+{
+    for (const char* arg : {"--help", "-h", "help"})
+        CHECK(parsed({arg}).verb == Verb::Help);
+    for (const char* arg : {"--version", "-V"})
+        CHECK(parsed({arg}).verb == Verb::Version);
+    CHECK(std::string(kUsage).find("sockredir-min attach") != std::string::npos);
+    CHECK(std::string(kVersion).find("sockredir-min") == 0);
+}
+
+TEST_CASE("--help after a verb asks for the usage")
+{
+    CHECK(parsed({"attach", "--cgroup", "/x", "--help"}).verb == Verb::Help);
+    CHECK(parsed({"status", "-h"}).verb == Verb::Help);
+    CHECK(parsed({"detach", "--help"}).verb == Verb::Help);
+}
+
+TEST_CASE("no arguments at all is a usage error")
+{
+    CHECK(usage_error({}).find("missing command") == 0);
+}
+
+TEST_CASE("an unknown command is a usage error")
+{
+    CHECK(usage_error({"frobnicate"}).find("unknown command 'frobnicate'") == 0);
+    CHECK(usage_error({"Attach"}).find("unknown command 'Attach'") == 0);
+    CHECK(usage_error({"--pin-dir", "/p"}).find("unknown command '--pin-dir'") == 0);
+}
+
+TEST_CASE("an unknown option is a usage error naming the option and the verb")
+{
+    CHECK(usage_error({"attach", "--force"}).find("unknown option '--force' for attach") == 0);
+    CHECK(usage_error({"status", "-j"}).find("unknown option '-j' for status") == 0);
+    CHECK(usage_error({"detach", "--pin-dirx=/p"}).find("unknown option '--pin-dirx' for detach") == 0);
+}
+
+TEST_CASE("an option of another verb is a usage error")
+{
+    CHECK(usage_error({"detach", "--cgroup", "/x"}).find("unknown option '--cgroup' for detach") == 0);
+    CHECK(usage_error({"detach", "--json"}).find("unknown option '--json' for detach") == 0);
+    CHECK(usage_error({"status", "--object", "o"}).find("unknown option '--object' for status") == 0);
+    CHECK(usage_error({"status", "--max-sockets=5"}).find("unknown option '--max-sockets' for status") == 0);
+    CHECK(usage_error({"attach", "--json"}).find("unknown option '--json' for attach") == 0);
+}
+
+TEST_CASE("an option without its value is a usage error")
+{
+    for (const char* opt : {"--cgroup", "--pin-dir", "--object", "--max-sockets"}) {
+        CAPTURE(opt);
+        CHECK(usage_error({"attach", opt}).find(std::string("option ") + opt + " needs a value") == 0);
+        CHECK(usage_error({"attach", std::string(opt) + "="})
+                  .find(std::string("option ") + opt + " needs a non-empty value") == 0);
+        CHECK(usage_error({"attach", opt, ""}).find(std::string("option ") + opt + " needs a non-empty value") == 0);
+    }
+    CHECK(usage_error({"detach", "--pin-dir"}).find("option --pin-dir needs a value") == 0);
+}
+
+TEST_CASE("a value given to a flag is a usage error")
+{
+    CHECK(usage_error({"status", "--json=yes"}).find("option --json takes no value") == 0);
+}
+
+TEST_CASE("a relative --pin-dir is a usage error")
+{
+    CHECK(usage_error({"attach", "--pin-dir", "sys/fs/bpf/x"}).find("--pin-dir needs an absolute path") == 0);
+    CHECK(usage_error({"detach", "--pin-dir=./pins"}).find("--pin-dir needs an absolute path") == 0);
+    CHECK(usage_error({"status", "--pin-dir", "pins"}).find("--pin-dir needs an absolute path") == 0);
+}
+
+TEST_CASE("--max-sockets accepts 1 to 4294967295 in decimal")
+{
+    CHECK(parsed({"attach", "--max-sockets", "1"}).max_sockets == 1);
+    CHECK(parsed({"attach", "--max-sockets", "4294967295"}).max_sockets == 4294967295U);
+    CHECK(parsed({"attach", "--max-sockets", "0065536"}).max_sockets == 65536);
+}
+
+TEST_CASE("a bad --max-sockets is a usage error")
+{
+    for (const char* bad : {"0", "-1", "+5", "12x", "0x10", " 5", "4294967296", "99999999999", "1e6", "3.5"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"attach", "--max-sockets", bad}).find("--max-sockets needs a number from 1 to 4294967295") ==
+              0);
+    }
+}
+
+TEST_CASE("an extra positional argument is a usage error")
+{
+    CHECK(usage_error({"attach", "extra"}).find("unexpected argument 'extra'") == 0);
+    CHECK(usage_error({"status", "--json", "now"}).find("unexpected argument 'now'") == 0);
+    CHECK(usage_error({"detach", "--pin-dir", "/p", "again"}).find("unexpected argument 'again'") == 0);
+    CHECK(usage_error({"--help", "attach"}).find("unexpected argument 'attach'") == 0);
+    CHECK(usage_error({"--version", "x"}).find("unexpected argument 'x'") == 0);
+}
+
+TEST_CASE("the exit codes are those of the contract")
+{
+    CHECK(kExitOk == 0);
+    CHECK(kExitFailure == 1);
+    CHECK(kExitUsage == 2);
+}
