@@ -135,7 +135,8 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
             const Relocation& r = rs.entries[i];
             const auto what = "section " + quoted(rel_section.name) + ": relocation #" + std::to_string(i);
             if (r.type != R_BPF_64_64)
-                throw Error(what + ": type " + relocation_name(r.type) + " is not supported");
+                throw Error(what + ": type " + std::to_string(r.type) + " (" + relocation_name(r.type) +
+                            (r.type == R_BPF_64_32 ? ", a bpf-to-bpf call" : "") + ") is not supported");
             if (r.offset % sizeof(bpf_insn) != 0)
                 throw Error(what + ": offset " + std::to_string(r.offset) + " is not on an instruction boundary");
             const size_t insn = r.offset / sizeof(bpf_insn);
@@ -184,7 +185,7 @@ const char* relocation_name(uint32_t type)
     case 4:
         return "R_BPF_64_NODYLD32";
     case R_BPF_64_32:
-        return "R_BPF_64_32 (bpf-to-bpf call)";
+        return "R_BPF_64_32";
     default:
         return "unknown";
     }

@@ -9,6 +9,7 @@
 #include "embedded.hpp"
 #include "file.hpp"
 #include "mounts.hpp"
+#include "plan.hpp"
 #include "status.hpp"
 
 namespace sockredir {
@@ -138,8 +139,8 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
         } else if (opt == "--object") {
             c.object_file = value;
         } else if (opt == "--max-sockets") {
-            if (!parse_u32(value, c.max_sockets) || c.max_sockets == 0)
-                return usage_error("--max-sockets needs a number from 1 to 4294967295");
+            if (!parse_u32(value, c.max_sockets) || c.max_sockets == 0 || c.max_sockets > kMaxSockets)
+                return usage_error("--max-sockets needs a number from 1 to " + std::to_string(kMaxSockets));
         } else if (opt == "--json") {
             c.json = true;
         }

@@ -14,10 +14,6 @@ static_assert(sizeof(sockredir_key) == 48, "the key must have no padding");
 
 namespace {
 
-// The hard upper bound for --max-sockets: the kernel's own limit for a
-// sockhash is far higher, but every entry costs kernel memory.
-constexpr uint32_t kMaxSockets = 1U << 24;
-
 struct SectionType {
     const char* section;
     uint32_t prog_type;

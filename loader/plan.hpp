@@ -9,6 +9,10 @@
 
 namespace sockredir {
 
+// The largest sockhash sockredir creates: the kernel allows more, but every
+// entry costs kernel memory, and 16 Mi sockets is beyond any one host.
+inline constexpr uint32_t kMaxSockets = 1U << 24;
+
 struct PlanOptions {
     // Capacity of the sockhash; 0 keeps the object's max_entries.
     uint32_t max_sockets = 0;
