@@ -293,6 +293,24 @@ TEST_CASE("every bad command line fails with the documented exit code and a one-
         check_clean(sb, before);
     }
 
+    SUBCASE("an object the verifier rejects exits 1, shows the verifier log under the program's name")
+    {
+        const char* reject = std::getenv("SOCKREDIR_REJECT_OBJECT");
+        REQUIRE_MESSAGE(reject != nullptr, "meson sets SOCKREDIR_REJECT_OBJECT");
+        const auto before = snapshot_ids();
+        const auto r = run_bin({"attach", "--cgroup", cg, "--pin-dir", pin, "--object", reject});
+        INFO("stderr [" << r.err << "]");
+        CHECK(r.exit_code == 1);
+        CHECK(r.err.find("--- verifier log of program 'sockredir_msg' ---") != std::string::npos);
+        // The verifier's own words for the defect planted in tests/data/verifier_reject.bpf.c.
+        CHECK(r.err.find("invalid mem access 'map_value_or_null'") != std::string::npos);
+        // The reason is the last line, one line, naming the program and its section.
+        const auto last = r.err.substr(r.err.rfind('\n', r.err.size() - 2) + 1);
+        CHECK(last.find("sockredir-min: the verifier rejected program 'sockredir_msg' (section 'sk_msg')") == 0);
+        nothing_attached();
+        check_clean(sb, before);
+    }
+
     SUBCASE("no privileges exit 1")
     {
         RunOptions nobody;

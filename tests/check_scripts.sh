@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Meson test: every shell script of the project is shellcheck-clean.
+set -euo pipefail
+
+root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+cd "$root"
+
+if ! command -v shellcheck >/dev/null 2>&1; then
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "FAIL: shellcheck not installed (run tools/setup.sh)"
+        exit 1
+    fi
+    echo "SKIP: shellcheck not installed (run tools/setup.sh)"
+    exit 77
+fi
+
+shopt -s nullglob
+scripts=(tools/*.sh tests/*.sh)
+[[ -f .ci/run ]] && scripts+=(.ci/run)
+if ((${#scripts[@]} == 0)); then
+    echo "FAIL: no scripts found under $root"
+    exit 1
+fi
+
+echo "shellcheck $(shellcheck --version | sed -n 's/^version: //p') on: ${scripts[*]}"
+shellcheck --external-sources -- "${scripts[@]}"
+echo "ok: ${#scripts[@]} scripts clean"

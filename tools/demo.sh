@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Reproduces the classic observation in isolation: iperf3 over loopback with plain TCP and
+# with sockredir, counting what tcpdump sees, the TCP segments sent and the throughput.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: tools/demo.sh [--time SECONDS]
+
+Runs iperf3 over 127.0.0.1:5001 twice in a private network namespace, inside a
+cgroup of its own: once plain, once with sockredir-min attached to that cgroup
+(pins on a private bpffs mount). Prints packets seen by tcpdump on lo, TCP
+segments sent (/proc/net/snmp Tcp OutSegs) and throughput for both runs.
+Needs root and the packages of tools/setup.sh. Leaves nothing behind.
+
+  --time SECONDS   length of each iperf3 run (default 5)
+USAGE
+}
+
+duration=5
+while (($# > 0)); do
+    case "$1" in
+    --time)
+        (($# >= 2)) || { echo "demo.sh: --time needs a value" >&2; exit 2; }
+        duration="$2"
+        shift 2
+        ;;
+    --time=*)
+        duration="${1#--time=}"
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "demo.sh: unknown argument '$1'" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+done
+if ! [[ "$duration" =~ ^[1-9][0-9]*$ ]]; then
+    echo "demo.sh: --time wants a positive number of seconds, not '$duration'" >&2
+    exit 2
+fi
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${SOCKREDIR_BIN:-$root/build/sockredir-min}"
+port=5001
+
+if ((EUID != 0)); then
+    echo "demo.sh: needs root (network namespace, cgroup, bpffs, BPF)" >&2
+    exit 1
+fi
+for tool in ip nsenter iperf3 tcpdump ss python3 mount umount; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "demo.sh: $tool not found; run tools/setup.sh" >&2; exit 1; }
+done
+[[ -x "$bin" ]] || { echo "demo.sh: $bin not found; run tools/setup.sh" >&2; exit 1; }
+
+# The cgroup2 mount point, from mountinfo: field 5 is the mount point, the first field
+# after the " - " separator the file system type. Octal escapes (\040) are decoded.
+cgroup2_mount() {
+    local line mnt
+    line="$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
+        /proc/self/mountinfo | head -n 1)"
+    [[ -n "$line" ]] || return 1
+    printf -v mnt '%b' "$line"
+    printf '%s\n' "$mnt"
+}
+
+# --- everything this script creates, undone by cleanup on every exit path ----------
+name="sockredir-demo-$$"
+netns_path="/run/netns/$name"
+cgroup=""
+work=""
+bpffs=""
+pin_dir=""
+netns_made=0
+attached=0
+pids=()
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM HUP
+    set +e
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    if ((attached)); then
+        "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "demo.sh: detach failed" >&2
+    fi
+    if ((netns_made)); then
+        ip netns delete "$name" || echo "demo.sh: could not delete netns $name" >&2
+    fi
+    if [[ -n "$cgroup" && -d "$cgroup" ]]; then
+        # Whatever is still in the demo cgroup was started by this script (a child of a
+        # child, such as iperf3 under timeout); nothing else can have entered it.
+        while read -r pid; do
+            kill -TERM "$pid" 2>/dev/null
+        done <"$cgroup/cgroup.procs"
+        # A killed process leaves the cgroup a moment after wait returns.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            rmdir "$cgroup" 2>/dev/null && break
+            sleep 0.2
+        done
+        [[ -d "$cgroup" ]] && echo "demo.sh: could not remove cgroup $cgroup" >&2
+    fi
+    if [[ -n "$bpffs" ]] && mountpoint -q "$bpffs"; then
+        umount "$bpffs" || echo "demo.sh: could not unmount $bpffs" >&2
+    fi
+    [[ -n "$work" ]] && rm -rf -- "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+cgroup_root="$(cgroup2_mount)" || { echo "demo.sh: no cgroup2 mount in /proc/self/mountinfo" >&2; exit 1; }
+work="$(mktemp -d /tmp/sockredir-demo.XXXXXX)"
+# Each variable is set only once the thing exists, so cleanup never touches what
+# this script did not make.
+mkdir "$cgroup_root/$name"
+cgroup="$cgroup_root/$name"
+mkdir "$work/bpffs"
+mount -t bpf bpf "$work/bpffs"
+bpffs="$work/bpffs"
+pin_dir="$bpffs/sockredir"
+ip netns add "$name"
+netns_made=1
+ip -n "$name" link set lo up
+
+# "${in_demo[@]}" CMD...: run CMD in the demo cgroup and network namespace. The shell
+# joins the cgroup first, then execs nsenter, which execs CMD: one pid from fork to
+# exit, so $! of a background "${in_demo[@]}" CMD & is CMD's own pid. (A shell
+# function would fork a subshell in between, and killing $! would orphan CMD.)
+# shellcheck disable=SC2016 # $$, $0, $1 and $@ belong to the inner shell.
+in_demo=(bash -c 'printf "%s\n" "$$" >"$1" || exit 1; shift; exec nsenter --net="$0" -- "$@"'
+    "$netns_path" "$cgroup/cgroup.procs")
+
+tcp_out_segs() {
+    "${in_demo[@]}" cat /proc/net/snmp | awk '
+        $1 == "Tcp:" && !hdr { for (i = 2; i <= NF; i++) col[$i] = i; hdr = 1; next }
+        $1 == "Tcp:" && hdr { print $col["OutSegs"]; exit }'
+}
+
+# wait_for WHAT SECONDS CMD...: poll CMD until it succeeds.
+wait_for() {
+    local what="$1" tries=$(($2 * 10))
+    shift 2
+    while ! "$@" >/dev/null 2>&1; do
+        ((--tries > 0)) || { echo "demo.sh: timed out waiting for $what" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+server_listening() {
+    [[ -n "$("${in_demo[@]}" ss -Hltn "sport = :$port")" ]]
+}
+
+# run_once LABEL: one iperf3 run under tcpdump; leaves LABEL.packets, .segs, .gbps in $work.
+run_once() {
+    local label="$1" tcpdump_pid server_pid client_pid segs_before segs_after
+    local pcap="$work/$label.pcap" tlog="$work/$label.tcpdump.log"
+
+    # Headers are enough to count; a short snap length keeps the file small at 40 Gbit/s.
+    # --immediate-mode: otherwise libpcap hands packets over in ring blocks, and the
+    # last, partly filled block (the teardown) is lost when tcpdump is stopped.
+    "${in_demo[@]}" tcpdump -i lo -n -s 128 -B 16384 --immediate-mode -U -w "$pcap" "tcp port $port" 2>"$tlog" &
+    tcpdump_pid=$!
+    pids+=("$tcpdump_pid")
+    wait_for "tcpdump to listen" 10 grep -q 'listening on' "$tlog"
+
+    "${in_demo[@]}" iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$work/$label.server.log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    wait_for "iperf3 server on port $port" 10 server_listening
+
+    segs_before="$(tcp_out_segs)"
+    # In the background and waited for: a signal to this script interrupts wait and the
+    # trap runs at once, where a foreground child would delay it to the end of the run.
+    "${in_demo[@]}" timeout $((duration + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$duration" -J \
+        >"$work/$label.json" &
+    client_pid=$!
+    pids+=("$client_pid")
+    if ! wait "$client_pid"; then
+        echo "demo.sh: iperf3 client failed ($label):" >&2
+        cat "$work/$label.json" "$work/$label.server.log" >&2
+        return 1
+    fi
+    wait "$server_pid" || true
+    sleep 0.5 # the last FIN/ACK
+    segs_after="$(tcp_out_segs)"
+
+    # TERM, not INT: a background job of a script starts with SIGINT ignored.
+    kill -TERM "$tcpdump_pid"
+    wait "$tcpdump_pid" || true
+    pids=()
+
+    tcpdump -r "$pcap" -n 2>/dev/null | wc -l >"$work/$label.packets"
+    # ("received by filter" is twice "captured" on lo: the filter sees each packet on
+    # its way out and on its way in, and libpcap keeps one. Drops are what matter.)
+    local dropped
+    dropped="$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel$/\1/p' "$tlog")"
+    if [[ "${dropped:-0}" != 0 ]]; then
+        echo "demo.sh: note: tcpdump dropped $dropped packets in the $label run;" \
+            "its count is a lower bound" >&2
+    fi
+    echo $((segs_after - segs_before)) >"$work/$label.segs"
+    python3 -c '
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]
+print("%.2f" % (end["sum_received"]["bits_per_second"] / 1e9))' "$work/$label.json" >"$work/$label.gbps"
+}
+
+echo "demo: netns $name, cgroup $cgroup, pins $pin_dir, ${duration}s per run"
+
+echo "demo: run 1/2: plain TCP"
+run_once plain
+
+echo "demo: run 2/2: redirected (sockredir-min attach --cgroup $cgroup --pin-dir $pin_dir)"
+"$bin" attach --cgroup "$cgroup" --pin-dir "$pin_dir"
+attached=1
+run_once redirected
+"$bin" status --pin-dir "$pin_dir" >"$work/status.txt"
+"$bin" detach --pin-dir "$pin_dir"
+attached=0
+
+python3 - "$work" <<'PY'
+import sys
+
+work = sys.argv[1]
+def read(label, what):
+    with open(f"{work}/{label}.{what}") as f:
+        return float(f.read().strip())
+
+rows = [
+    ("packets tcpdump saw on lo", "packets", "%d"),
+    ("TCP segments sent (OutSegs)", "segs", "%d"),
+    ("throughput (Gbit/s)", "gbps", "%.2f"),
+]
+print()
+print("%-28s | %12s | %12s | %10s" % ("metric", "plain TCP", "redirected", "ratio"))
+print("-" * 29 + "+" + "-" * 14 + "+" + "-" * 14 + "+" + "-" * 11)
+for title, what, fmt in rows:
+    plain, redir = read("plain", what), read("redirected", what)
+    ratio = "%.3g" % (redir / plain) if plain else "n/a"
+    print("%-28s | %12s | %12s | %10s" % (title, fmt % plain, fmt % redir, ratio))
+PY
+echo
+echo "sockredir counters during the redirected run:"
+sed -n '/^  sockets /,$p' "$work/status.txt"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need (only what is missing), then configures and builds build/.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# Debian 12 names. llvm-dev pulls llvm-14-dev (libObject and llvm-config for the
+# oracle test). cmake: doctest-dev ships no pkg-config file, only a CMake package,
+# which is how meson's dependency('doctest') finds it. libc6-dev and linux-libc-dev:
+# libc.a for the static link and <linux/bpf.h>. binutils: strip. mount and
+# util-linux: mount, mountpoint and nsenter for tools/demo.sh.
+packages=(
+    clang llvm llvm-dev
+    meson ninja-build cmake g++ pkg-config python3 doctest-dev
+    libc6-dev linux-libc-dev binutils
+    iperf3 tcpdump iproute2 file shellcheck
+    mount util-linux
+)
+
+is_installed() {
+    local status
+    status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || true)"
+    [[ "$status" == ii* ]]
+}
+
+missing=()
+for p in "${packages[@]}"; do
+    is_installed "$p" || missing+=("$p")
+done
+
+if ((${#missing[@]} > 0)); then
+    if ((EUID != 0)); then
+        echo "setup.sh: missing packages (${missing[*]}) and not root; install them or rerun as root" >&2
+        exit 1
+    fi
+    echo "setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -f build/meson-private/coredata.dat ]]; then
+    meson setup build
+elif [[ ! -f build/build.ninja ]] || ((${#missing[@]} > 0)); then
+    # A configure that failed half-way, or optional dependencies (LLVM for the oracle
+    # test) looked up before they were installed: configure again, keeping the options.
+    meson setup --reconfigure build
+fi
+
+ninja -C build

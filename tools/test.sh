@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds (via setup.sh) and runs every meson test; the last line is "N passed, N failed".
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# CI=true reaches the tests through the environment: there, a skip is a failure.
+if [[ -n "${CI:-}" ]]; then
+    export CI
+fi
+
+log=build/meson-logs/testlog.json
+
+# Counts of tests meson knows about, for when nothing ran at all.
+count_defined_tests() {
+    meson introspect --tests build 2>/dev/null |
+        python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 1
+}
+
+if ! bash tools/setup.sh; then
+    echo "test.sh: setup/build failed; no test could run" >&2
+    echo "0 passed, $(count_defined_tests) failed"
+    exit 1
+fi
+
+rm -f "$log"
+meson_rc=0
+meson test -C build --print-errorlogs "$@" || meson_rc=$?
+
+if [[ ! -s "$log" ]]; then
+    # Nothing ran: every test asked for (all of them without arguments) counts as failed.
+    echo "test.sh: meson test exited $meson_rc and wrote no $log" >&2
+    if (($# > 0)); then
+        echo "0 passed, $# failed"
+    else
+        echo "0 passed, $(count_defined_tests) failed"
+    fi
+    exit 1
+fi
+
+# One JSON object per line, with "name", "result" (OK, FAIL, SKIP, TIMEOUT, ERROR,
+# EXPECTEDFAIL, UNEXPECTEDPASS) and "stdout". A doctest executable counts as its test
+# cases (its "[doctest] test cases:" line); any other test counts as one. Under CI a
+# skip counts as a failure.
+counts="$(python3 - "$log" <<'PY'
+import json, os, re, sys
+
+ci = os.environ.get("CI", "") == "true"
+summary = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed\s*\|\s*(\d+) skipped")
+passed = failed = skipped = 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.strip()
+    if not line:
+        continue
+    entry = json.loads(line)
+    result = entry.get("result", "")
+    found = summary.findall(entry.get("stdout") or "")
+    if found:
+        _, p, f, s = (int(x) for x in found[-1])
+        passed += p
+        failed += f
+        if ci:
+            failed += s
+        else:
+            skipped += s
+        # A crash or time-out after the summary, or a failing exit with none counted.
+        if result not in ("OK", "EXPECTEDFAIL") and f == 0:
+            failed += 1
+    elif result in ("OK", "EXPECTEDFAIL"):
+        passed += 1
+    elif result == "SKIP" and not ci:
+        skipped += 1
+    else:
+        failed += 1
+print(passed, failed, skipped)
+PY
+)"
+read -r passed failed skipped <<<"$counts"
+
+if ((skipped > 0)); then
+    echo "test.sh: $skipped test(s) skipped (counted as neither; under CI=true a skip fails)"
+fi
+if ((failed == 0 && meson_rc != 0)); then
+    # meson failed without a failed test in the log (e.g. a rebuild error): do not hide it.
+    echo "test.sh: meson test exited $meson_rc" >&2
+    failed=1
+fi
+echo "$passed passed, $failed failed"
+((failed == 0))
