@@ -6,13 +6,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 # Debian 12 names. llvm-dev pulls llvm-14-dev (libObject and llvm-config for the
-# oracle test). cmake: doctest-dev ships no pkg-config file, only a CMake package,
-# which is how meson's dependency('doctest') finds it. libc6-dev and linux-libc-dev:
+# oracle test). doctest-dev ships no pkg-config file; meson.build falls back to its
+# header. libc6-dev and linux-libc-dev:
 # libc.a for the static link and <linux/bpf.h>. binutils: strip. mount and
 # util-linux: mount, mountpoint and nsenter for tools/demo.sh.
 packages=(
     clang llvm llvm-dev
-    meson ninja-build cmake g++ pkg-config python3 doctest-dev
+    meson ninja-build g++ pkg-config python3 doctest-dev
     libc6-dev linux-libc-dev binutils
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
