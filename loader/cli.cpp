@@ -57,15 +57,6 @@ bool parse_u32(const std::string& text, uint32_t& out)
     return true;
 }
 
-std::string with_hint(const Error& e)
-{
-    std::string msg = e.what();
-    // EPERM is what bpf(2) and mount(2) say without privileges (EACCES is also the verifier's).
-    if (e.code() == EPERM)
-        msg += " (needs root: CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
-    return msg;
-}
-
 } // namespace
 
 ParseResult parse_command_line(const std::vector<std::string>& args)
@@ -148,6 +139,38 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
     return {c, {}};
 }
 
+// What the operator can do about a kernel refusal, by the errno the kernel chose.
+std::string describe_error(const Error& e)
+{
+    std::string msg = e.what();
+    const bool from_bpf = msg.rfind("BPF_", 0) == 0;
+    switch (e.code()) {
+    case EPERM:
+        // What bpf(2) and mount(2) say without privileges (EACCES is the verifier's).
+        msg += " (needs root: CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
+        break;
+    case ENOMEM:
+        // Map memory is charged to the memory cgroup of the process that creates the map.
+        msg += " (the kernel could not allocate it: lower --max-sockets or raise this process's memory limit)";
+        break;
+    case E2BIG:
+        // bpf(2) says E2BIG when the request has fields this kernel does not know.
+        msg += " (this kernel is older than sockredir needs: Linux 5.15 or newer)";
+        break;
+    case EINVAL:
+        if (from_bpf)
+            msg += " (this kernel lacks a feature sockredir needs: Linux 5.15+, CONFIG_CGROUP_BPF, "
+                   "CONFIG_NET_SOCK_MSG)";
+        break;
+    case ENOSYS:
+        msg += " (this kernel has no bpf(2): CONFIG_BPF_SYSCALL is off)";
+        break;
+    default:
+        break;
+    }
+    return msg;
+}
+
 int run(const Command& c)
 {
     try {
@@ -195,7 +218,7 @@ int run(const Command& c)
         }
         }
     } catch (const Error& e) {
-        std::fprintf(stderr, "sockredir-min: %s\n", with_hint(e).c_str());
+        std::fprintf(stderr, "sockredir-min: %s\n", describe_error(e).c_str());
         return kExitFailure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sockredir-min: internal error: %s\n", e.what());

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "../elf/error.hpp"
+
 namespace sockredir {
 
 enum class Verb { Attach, Detach, Status, Help, Version };
@@ -34,6 +36,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args);
 // Runs the command; prints results on stdout and the one-line reason of a
 // failure on stderr. Returns the exit code.
 int run(const Command& command);
+
+// The one line printed for a failure: the error, plus what the operator can do
+// about the kernel's refusal (privileges, memory, kernel version or features).
+std::string describe_error(const Error& e);
 
 extern const char* const kUsage;
 extern const char* const kVersion;

@@ -208,6 +208,12 @@ RunResult run_bin(const std::vector<std::string>& args, const RunOptions& option
     if (pid == 0) {
         ::dup2(out[1], 1);
         ::dup2(err[1], 2);
+        if (!options.join_procs.empty()) {
+            const int fd = ::open(options.join_procs.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || ::write(fd, "0", 1) != 1) // "0": the writing process itself
+                ::_exit(125);
+            ::close(fd);
+        }
         if (options.uid) {
             const gid_t gid = static_cast<gid_t>(*options.uid);
             if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(*options.uid) != 0)

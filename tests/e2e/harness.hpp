@@ -45,6 +45,7 @@ struct RunResult {
 struct RunOptions {
     std::vector<std::string> env; // extra NAME=VALUE entries
     std::optional<uid_t> uid;     // drop to this uid (and gid) before exec
+    std::string join_procs;       // a cgroup.procs file (v1 or v2) the child joins before exec
 };
 
 // Runs sockredir-min with args and collects its exit status and both streams.
