@@ -9,13 +9,16 @@ cd "$root"
 # oracle test). doctest-dev ships no pkg-config file; meson.build falls back to its
 # header. libc6-dev and linux-libc-dev:
 # libc.a for the static link and <linux/bpf.h>. binutils: strip. mount and
-# util-linux: mount, mountpoint and nsenter for tools/demo.sh.
+# util-linux: mount, mountpoint and nsenter for tools/demo.sh. redis-server,
+# redis-tools, nginx, wrk, curl, postgresql: tests/real_servers.sh (it starts its own
+# instances in a private namespace; services the install may start are not used).
 packages=(
     clang llvm llvm-dev
     meson ninja-build g++ pkg-config python3 doctest-dev
     libc6-dev linux-libc-dev binutils
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
+    redis-server redis-tools nginx wrk curl postgresql
 )
 
 is_installed() {
