@@ -657,7 +657,9 @@ uint64_t receive_verified(int fd, uint32_t seed, const std::function<void(uint64
     for (;;) {
         const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
         if (n < 0) {
-            if (errno == EINTR)
+            // EAGAIN on a blocking socket: tcp_bpf_recvmsg() waits once and gives up after a wakeup that
+            // brought no redirected data (README, known limits). A kernel quirk, not data loss: read again.
+            if (errno == EINTR || errno == EAGAIN)
                 continue;
             throw_errno("recv");
         }
