@@ -3,7 +3,9 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "../bpf/sockredir_shared.h"
 #include "error.hpp"
@@ -45,8 +47,9 @@ std::string read_license(const ElfFile& file)
     return license;
 }
 
-// Map definitions: every object symbol in "maps", at its offset, of exactly the legacy size.
-std::vector<MapSpec> read_maps(const ElfFile& file, std::vector<uint64_t>& offsets, uint32_t& maps_index)
+// Map definitions: every object symbol in "maps", at its offset, of exactly the legacy size. `map_at` maps each
+// definition's offset to its index (a std::map: the lookups stay O(log n) however many maps a hostile file holds).
+std::vector<MapSpec> read_maps(const ElfFile& file, std::map<uint64_t, size_t>& map_at, uint32_t& maps_index)
 {
     std::vector<MapSpec> maps;
     const Section* s = file.find_section(kMapsSection);
@@ -70,9 +73,8 @@ std::vector<MapSpec> read_maps(const ElfFile& file, std::vector<uint64_t>& offse
                         std::to_string(s->size) + " bytes)");
         if (sym.value % alignof(sockredir_map_def) != 0)
             throw Error(what + ": definition at offset " + std::to_string(sym.value) + " is misaligned");
-        for (uint64_t o : offsets)
-            if (o == sym.value)
-                throw Error(what + ": shares its offset with another map");
+        if (map_at.count(sym.value) != 0)
+            throw Error(what + ": shares its offset with another map");
         sockredir_map_def def;
         std::memcpy(&def, s->data.data() + sym.value, sizeof def);
         MapSpec m;
@@ -82,22 +84,21 @@ std::vector<MapSpec> read_maps(const ElfFile& file, std::vector<uint64_t>& offse
         m.value_size = def.value_size;
         m.max_entries = def.max_entries;
         m.flags = def.map_flags;
+        map_at.emplace(sym.value, maps.size());
         maps.push_back(std::move(m));
-        offsets.push_back(sym.value);
     }
     return maps;
 }
 
-std::string program_name(const ElfFile& file, const Section& s)
+// `functions` holds the STT_FUNC symbols of section `s`, in symbol table order.
+std::string program_name(const Section& s, const std::vector<const Symbol*>& functions)
 {
     const Symbol* found = nullptr;
-    for (const auto& sym : file.symbols) {
-        if (sym.shndx != s.index || sym.type != STT_FUNC)
-            continue;
+    for (const Symbol* sym : functions) {
         if (found != nullptr)
             throw Error("section " + quoted(s.name) + ": holds more than one function (" + found->name + ", " +
-                        sym.name + "); bpf-to-bpf calls are not supported");
-        found = &sym;
+                        sym->name + "); bpf-to-bpf calls are not supported");
+        found = sym;
     }
     if (found == nullptr)
         throw Error("section " + quoted(s.name) + ": no function symbol names the program");
@@ -120,14 +121,15 @@ std::vector<bpf_insn> read_insns(const Section& s)
     return insns;
 }
 
+// `relocations` holds the relocation sections whose target is `prog`.
 std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const Section& prog,
                                                     const std::vector<bpf_insn>& insns,
-                                                    const std::vector<uint64_t>& map_offsets, uint32_t maps_index)
+                                                    const std::vector<const RelocationSection*>& relocations,
+                                                    const std::map<uint64_t, size_t>& map_at, uint32_t maps_index)
 {
     std::vector<MapRelocation> out;
-    for (const auto& rs : file.relocations) {
-        if (rs.target != prog.index)
-            continue;
+    for (const RelocationSection* rsp : relocations) {
+        const RelocationSection& rs = *rsp;
         const auto& rel_section = file.sections[rs.section];
         if (rel_section.type == SHT_RELA)
             throw Error("section " + quoted(rel_section.name) + ": RELA relocations for a program are not supported");
@@ -157,16 +159,31 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
             // A relocation against the section symbol addresses a map by offset.
             const uint64_t offset =
                 sym.type == STT_SECTION ? uint64_t{static_cast<uint32_t>(insns[insn].imm)} : sym.value;
-            size_t map = map_offsets.size();
-            for (size_t m = 0; m < map_offsets.size(); ++m)
-                if (map_offsets[m] == offset)
-                    map = m;
-            if (map == map_offsets.size())
+            const auto map = map_at.find(offset);
+            if (map == map_at.end())
                 throw Error(what + ": no map starts at offset " + std::to_string(offset) + " of section 'maps'");
-            out.push_back({insn, map});
+            out.push_back({insn, map->second});
         }
     }
     return out;
+}
+
+// Program sections are copied into ProgramSpec::insns; overlapping ones would let a small file claim the same
+// bytes thousands of times (65535 headers over one region). Real objects never overlap them.
+void check_programs_do_not_overlap(const std::vector<const Section*>& programs)
+{
+    std::vector<const Section*> sorted = programs;
+    std::sort(sorted.begin(), sorted.end(), [](const Section* a, const Section* b) {
+        return a->offset != b->offset ? a->offset < b->offset : a->index < b->index;
+    });
+    for (size_t i = 1; i < sorted.size(); ++i) {
+        const Section& prev = *sorted[i - 1];
+        const Section& s = *sorted[i];
+        // Both lie inside the file (elf::read checked), so offset + size does not overflow.
+        if (s.offset < prev.offset + prev.size)
+            throw Error("section " + quoted(s.name) + ": contents (offset " + std::to_string(s.offset) + ", " +
+                        std::to_string(s.size) + " bytes) overlap program section " + quoted(prev.name));
+    }
 }
 
 } // namespace
@@ -215,20 +232,30 @@ ObjectSpec parse_object(std::span<const std::byte> bytes)
                     ")");
     ObjectSpec object;
     object.license = read_license(file);
-    std::vector<uint64_t> map_offsets;
+    std::map<uint64_t, size_t> map_at;
     uint32_t maps_index = 0;
-    object.maps = read_maps(file, map_offsets, maps_index);
-    for (const auto& s : file.sections) {
-        if (s.type != SHT_PROGBITS || (s.flags & SHF_EXECINSTR) == 0)
-            continue;
-        if (!is_program_section(s)) {
-            continue; // an empty .text, as clang emits it
-        }
+    object.maps = read_maps(file, map_at, maps_index);
+    // Function symbols and relocation sections grouped by section, in one pass each: looking them up per program
+    // section would cost sections x symbols, which a hostile file makes large.
+    std::vector<std::vector<const Symbol*>> functions(file.sections.size());
+    for (const auto& sym : file.symbols)
+        if (sym.type == STT_FUNC && sym.shndx < file.sections.size())
+            functions[sym.shndx].push_back(&sym);
+    std::vector<std::vector<const RelocationSection*>> relocations(file.sections.size());
+    for (const auto& rs : file.relocations)
+        relocations[rs.target].push_back(&rs);
+    std::vector<const Section*> program_sections;
+    for (const auto& s : file.sections)
+        if (is_program_section(s)) // not an empty .text, as clang emits it
+            program_sections.push_back(&s);
+    check_programs_do_not_overlap(program_sections);
+    for (const Section* sp : program_sections) {
+        const Section& s = *sp;
         ProgramSpec p;
         p.section = s.name;
         p.insns = read_insns(s);
-        p.name = program_name(file, s);
-        p.relocations = read_program_relocations(file, s, p.insns, map_offsets, maps_index);
+        p.name = program_name(s, functions[s.index]);
+        p.relocations = read_program_relocations(file, s, p.insns, relocations[s.index], map_at, maps_index);
         object.programs.push_back(std::move(p));
     }
     // An executable section with a function symbol but no bytes is a program with no instructions.

@@ -3,6 +3,7 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -77,6 +78,29 @@ Elf64_Ehdr read_header(std::span<const std::byte> bytes)
     return ehdr;
 }
 
+// The tables read() turns into entries (symbols, relocations) never share a byte in a compiled object. Refusing
+// overlap keeps read()'s work linear in the file size: without it, thousands of SHT_REL headers over one region made
+// the reader expand that region thousands of times (a 1.1 MB file took minutes and gigabytes). Other sections may
+// overlap here; parse_object checks the program sections it copies.
+void check_tables_do_not_overlap(const std::vector<Section>& sections)
+{
+    std::vector<const Section*> tables;
+    for (const auto& s : sections)
+        if (!s.data.empty() && (s.type == SHT_SYMTAB || s.type == SHT_REL || s.type == SHT_RELA))
+            tables.push_back(&s);
+    std::sort(tables.begin(), tables.end(), [](const Section* a, const Section* b) {
+        return a->offset != b->offset ? a->offset < b->offset : a->index < b->index;
+    });
+    for (size_t i = 1; i < tables.size(); ++i) {
+        const Section& prev = *tables[i - 1];
+        const Section& s = *tables[i];
+        // Both lie inside the file (checked in read_sections), so offset + size does not overflow.
+        if (s.offset < prev.offset + prev.size)
+            throw Error(section_label(s) + ": contents (" + hex(s.offset) + " + " + hex(s.size) + ") overlap " +
+                        section_label(prev) + " (" + hex(prev.offset) + " + " + hex(prev.size) + ")");
+    }
+}
+
 std::vector<Section> read_sections(std::span<const std::byte> bytes, const Elf64_Ehdr& ehdr)
 {
     std::vector<Section> sections(ehdr.e_shnum);
@@ -110,6 +134,7 @@ std::vector<Section> read_sections(std::span<const std::byte> bytes, const Elf64
     for (uint32_t i = 1; i < ehdr.e_shnum; ++i)
         sections[i].name = string_at(shstrtab, name_offsets[i], "section header #" + std::to_string(i));
     // Labels of later errors use the names, so the raw sh_name is checked first.
+    check_tables_do_not_overlap(sections);
     return sections;
 }
 

@@ -19,6 +19,7 @@ packages=(
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
     redis-server redis-tools nginx wrk curl postgresql
+    libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
 )
 
 is_installed() {
