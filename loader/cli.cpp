@@ -1,16 +1,24 @@
 // sockredir-min's commands: parse strictly, run one verb, map errors to exit codes 1 and 2.
 #include "cli.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 
 #include "../elf/error.hpp"
 #include "attach.hpp"
 #include "embedded.hpp"
+#include "fd.hpp"
 #include "file.hpp"
 #include "mounts.hpp"
 #include "plan.hpp"
+#include "probe.hpp"
 #include "status.hpp"
+#include "sys.hpp"
 
 namespace sockredir {
 
@@ -20,6 +28,8 @@ const char* const kUsage =
     "usage: sockredir-min attach [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
     "       sockredir-min detach [--pin-dir DIR]\n"
     "       sockredir-min status [--pin-dir DIR] [--json]\n"
+    "       sockredir-min check\n"
+    "       sockredir-min run [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
     "       sockredir-min --help | --version\n"
     "\n"
     "Redirects TCP data between sockets on this host straight into the peer socket\n"
@@ -29,6 +39,8 @@ const char* const kUsage =
     "           root) and pin them under the pin dir (default /sys/fs/bpf/sockredir)\n"
     "  detach   stop redirecting and remove everything attach created\n"
     "  status   show whether it is attached, ids, sockets in the map and counters\n"
+    "  check    tell whether this kernel can run sockredir: one line per feature, a verdict\n"
+    "  run      attach, stay in the foreground until SIGTERM or SIGINT, then detach\n"
     "\n"
     "Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.\n";
 
@@ -83,6 +95,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
         c.verb = Verb::Detach;
     else if (verb == "status")
         c.verb = Verb::Status;
+    else if (verb == "check")
+        c.verb = Verb::Check;
+    else if (verb == "run")
+        c.verb = Verb::Run;
     else
         return usage_error("unknown command '" + verb + "'");
 
@@ -103,10 +119,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
             return {c, {}};
         }
         const bool takes_value = opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" || opt == "--max-sockets";
-        const bool allowed =
-            opt == "--pin-dir" ||
-            (c.verb == Verb::Attach && (opt == "--cgroup" || opt == "--object" || opt == "--max-sockets")) ||
-            (c.verb == Verb::Status && opt == "--json");
+        const bool attaches = c.verb == Verb::Attach || c.verb == Verb::Run;
+        const bool allowed = (opt == "--pin-dir" && c.verb != Verb::Check) ||
+                             (attaches && (opt == "--cgroup" || opt == "--object" || opt == "--max-sockets")) ||
+                             (c.verb == Verb::Status && opt == "--json");
         if (!allowed) {
             if (opt.rfind("-", 0) == 0)
                 return usage_error("unknown option '" + opt + "' for " + verb);
@@ -171,6 +187,106 @@ std::string describe_error(const Error& e)
     return msg;
 }
 
+namespace {
+
+// attach and run refuse early, with check's verdict, on a kernel that cannot run sockredir: one line instead of
+// whichever bpf(2) call would fail first.
+void require_capable_kernel()
+{
+    const auto report = probe_kernel();
+    if (!can_run(report))
+        throw Error(verdict(report) + "; see sockredir-min check");
+}
+
+// The attach options of a command; `file` keeps an --object file's bytes alive.
+AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
+{
+    AttachOptions o;
+    o.cgroup = c.cgroup;
+    o.pin_dir = c.pin_dir;
+    o.max_sockets = c.max_sockets;
+    if (!c.object_file.empty()) {
+        file = read_file_bytes(c.object_file);
+        o.object = file;
+    } else {
+        o.object = embedded_object();
+    }
+    return o;
+}
+
+// The id of the cgroup link pinned in pin_dir, 0 when none is.
+uint32_t pinned_link_id(const std::string& pin_dir)
+{
+    const std::string path = pin_dir + "/" + kPinLink;
+    if (::access(path.c_str(), F_OK) != 0)
+        return 0;
+    return sys::link_info(sys::obj_get(path).get()).id;
+}
+
+void say(const std::string& line)
+{
+    std::fputs((line + "\n").c_str(), stdout);
+    std::fflush(stdout); // a journal or a pipe reads it now, not at exit
+}
+
+// `run`: attach, wait for SIGTERM or SIGINT, detach. The stop signals are blocked before attach, so one that
+// arrives during attach is taken right after it, and never interrupts a half-done attach.
+//
+// Found attached to the same cgroup already (a run that was killed, or an operator's attach), it adopts the
+// attachment and detaches it when it stops; a live `run` on the same pin dir holds a lock on it, and a second one
+// is refused. At the stop it detaches only the attachment it attached or adopted (same link id).
+int run_foreground(const Command& c)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    if (::sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
+        throw Error("blocking SIGTERM and SIGINT", errno);
+
+    require_capable_kernel();
+    std::vector<std::byte> file;
+    const auto r = attach(attach_options(c, file));
+
+    // The owner's lock: held on the published pin dir for as long as this process runs.
+    Fd owner(::open(r.pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!owner)
+        throw Error("opening " + r.pin_dir, errno);
+    if (::flock(owner.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            throw Error("another sockredir-min run owns the attachment in " + r.pin_dir + "; left it as it is");
+        throw Error("locking " + r.pin_dir, errno);
+    }
+    const uint32_t link_id = pinned_link_id(r.pin_dir);
+    if (r.outcome == AttachOutcome::AlreadyAttached)
+        say("already attached to " + r.cgroup + " (pins in " + r.pin_dir +
+            "); adopting it: it is detached when this process stops");
+    else
+        say("attached to " + r.cgroup + " (pins in " + r.pin_dir + ")");
+    say("running until SIGTERM or SIGINT");
+
+    int sig = 0;
+    while ((sig = ::sigwaitinfo(&stop, nullptr)) < 0)
+        if (errno != EINTR)
+            throw Error("waiting for SIGTERM or SIGINT", errno);
+    say(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; detaching");
+
+    const uint32_t now = pinned_link_id(r.pin_dir);
+    if (now != 0 && now != link_id) {
+        say("the pins in " + r.pin_dir + " now hold another attachment (link id " + std::to_string(now) +
+            "); left it as it is");
+        return kExitOk;
+    }
+    const auto d = detach(r.pin_dir);
+    if (d.outcome == DetachOutcome::Detached)
+        say("detached (removed " + d.pin_dir + ")");
+    else
+        say("already detached by someone else (no pins in " + d.pin_dir + "); nothing to do");
+    return kExitOk;
+}
+
+} // namespace
+
 int run(const Command& c)
 {
     try {
@@ -182,18 +298,9 @@ int run(const Command& c)
             std::printf("%s\n", kVersion);
             return kExitOk;
         case Verb::Attach: {
-            AttachOptions o;
-            o.cgroup = c.cgroup;
-            o.pin_dir = c.pin_dir;
-            o.max_sockets = c.max_sockets;
+            require_capable_kernel();
             std::vector<std::byte> file;
-            if (!c.object_file.empty()) {
-                file = read_file_bytes(c.object_file);
-                o.object = file;
-            } else {
-                o.object = embedded_object();
-            }
-            const auto r = attach(o);
+            const auto r = attach(attach_options(c, file));
             if (r.outcome == AttachOutcome::AlreadyAttached)
                 std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(),
                             r.pin_dir.c_str());
@@ -216,6 +323,17 @@ int run(const Command& c)
             std::fputs((c.json ? format_json(s) : format_text(s)).c_str(), stdout);
             return kExitOk;
         }
+        case Verb::Check: {
+            const auto report = probe_kernel();
+            std::fputs(format_report(report).c_str(), stdout);
+            if (can_run(report))
+                return kExitOk;
+            std::fflush(stdout);
+            std::fprintf(stderr, "sockredir-min: %s\n", verdict(report).c_str());
+            return kExitFailure;
+        }
+        case Verb::Run:
+            return run_foreground(c);
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "sockredir-min: %s\n", describe_error(e).c_str());

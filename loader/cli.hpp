@@ -10,7 +10,7 @@
 
 namespace sockredir {
 
-enum class Verb { Attach, Detach, Status, Help, Version };
+enum class Verb { Attach, Detach, Status, Check, Run, Help, Version };
 
 struct Command {
     Verb verb = Verb::Help;

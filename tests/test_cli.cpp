@@ -219,3 +219,37 @@ TEST_CASE("each kernel refusal is one line that says what the operator can do")
     const Error plain("ELF header: not an ELF file (bad magic)");
     CHECK(line(plain) == std::string(plain.what()));
 }
+
+TEST_CASE("check takes no option but --help")
+{
+    CHECK(parsed({"check"}).verb == Verb::Check);
+    CHECK(parsed({"check", "--help"}).verb == Verb::Help);
+    CHECK(usage_error({"check", "--pin-dir", "/p"}).find("unknown option '--pin-dir' for check") == 0);
+    CHECK(usage_error({"check", "--json"}).find("unknown option '--json' for check") == 0);
+    CHECK(usage_error({"check", "now"}).find("unexpected argument 'now'") == 0);
+}
+
+TEST_CASE("run takes the options of attach and no other")
+{
+    const auto plain = parsed({"run"});
+    CHECK(plain.verb == Verb::Run);
+    CHECK(plain.cgroup.empty());
+    CHECK(plain.pin_dir.empty());
+    const auto c = parsed({"run", "--cgroup", "/cg", "--pin-dir=/pins", "--object", "o.o", "--max-sockets", "9"});
+    CHECK(c.verb == Verb::Run);
+    CHECK(c.cgroup == "/cg");
+    CHECK(c.pin_dir == "/pins");
+    CHECK(c.object_file == "o.o");
+    CHECK(c.max_sockets == 9);
+    CHECK(usage_error({"run", "--json"}).find("unknown option '--json' for run") == 0);
+    CHECK(usage_error({"run", "--pin-dir", "pins"}).find("--pin-dir needs an absolute path") == 0);
+    CHECK(usage_error({"run", "--max-sockets", "0"}).find("--max-sockets needs a number") == 0);
+}
+
+TEST_CASE("the usage names every verb")
+{
+    for (const char* verb : {"attach", "detach", "status", "check", "run"}) {
+        CAPTURE(verb);
+        CHECK(std::string(kUsage).find(std::string("sockredir-min ") + verb) != std::string::npos);
+    }
+}

@@ -12,6 +12,8 @@ cd "$root"
 # util-linux: mount, mountpoint and nsenter for tools/demo.sh. redis-server,
 # redis-tools, nginx, wrk, curl, postgresql: tests/real_servers.sh (it starts its own
 # instances in a private namespace; services the install may start are not used).
+# qemu-system-x86, busybox-static, cpio: tools/vmtest.sh (it fetches the kernels itself).
+# systemd (systemd-analyze) and python3-yaml: the contrib test.
 packages=(
     clang llvm llvm-dev
     meson ninja-build g++ pkg-config python3 doctest-dev
@@ -19,6 +21,7 @@ packages=(
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
     redis-server redis-tools nginx wrk curl postgresql
+    qemu-system-x86 busybox-static cpio systemd python3-yaml
     libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
 )
 
