@@ -61,11 +61,19 @@ static __always_inline int peer_is_local(const struct sockredir_key *key)
 	       key->remote_ip[2] == key->local_ip[2] && key->remote_ip[3] == key->local_ip[3];
 }
 
+/* Is `port` (host byte order) set in the selection bitmap? port / 64 < SOCKREDIR_PORT_WORDS for any u16. */
+static __always_inline int port_selected(const struct sockredir_config *cfg, __u16 port)
+{
+	return (cfg->ports[port >> 6] >> (port & 63)) & 1;
+}
+
 SEC("sockops")
 int sockredir_sockops(struct bpf_sock_ops *skops)
 {
 	struct sockredir_key key;
+	struct sockredir_config *cfg;
 	__u32 local[4], remote[4];
+	__u32 zero = 0;
 	__u32 *path;
 	struct bpf_sock *sk;
 	__u32 family;
@@ -103,6 +111,12 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
 	key.local_port = (__u16)skops->local_port;
 	/* remote_port: network byte order in the upper 16 bits of the u32. */
 	key.remote_port = (__u16)sr_bswap32(skops->remote_port);
+
+	/* attach --ports: a connection of no selected port stays on TCP and costs nothing per message. */
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && (cfg->flags & SOCKREDIR_F_PORTS) && !port_selected(cfg, key.local_port) &&
+	    !port_selected(cfg, key.remote_port))
+		return 1;
 
 	/*
 	 * Create the socket's path state before the socket can redirect: the

@@ -46,13 +46,28 @@ enum sockredir_counter {
 	SOCKREDIR_COUNTER_MAX = 5,
 };
 
-/* Value of the single-entry "config" array. */
+/* config.ports: one bit per TCP port, 64 ports per word. */
+#define SOCKREDIR_PORT_WORDS 1024
+
+/*
+ * Value of the single-entry "config" array. sock_ops reads it once per new
+ * connection (the port selection), sk_msg once per message (draining).
+ */
 struct sockredir_config {
 	__u32 flags;
+	__u32 reserved; /* zero; keeps ports 8-byte aligned */
+	/* With SOCKREDIR_F_PORTS: bit p of ports[p / 64] set = port p selected. */
+	__u64 ports[SOCKREDIR_PORT_WORDS];
 };
 
 /* config.flags: stop redirecting; set by detach before the programs go away. */
 #define SOCKREDIR_F_DRAINING (1U << 0)
+/*
+ * config.flags: accelerate only connections with a selected local or remote
+ * port (attach --ports). Both ends of a connection see the same two ports, so
+ * both or neither enter the map.
+ */
+#define SOCKREDIR_F_PORTS (1U << 1)
 
 /*
  * Value of the per-socket "path" storage: once a socket's data has taken the

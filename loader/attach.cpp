@@ -239,7 +239,8 @@ AttachResult attach(const AttachOptions& options)
     // Draining off, explicitly: a fresh array is zeroed, but say what we mean.
     {
         const uint32_t zero = 0;
-        const sockredir_config config{};
+        sockredir_config config{};
+        apply_ports(options.ports, config);
         sys::map_update(c.maps[plan.config].fd.get(), &zero, &config, BPF_ANY);
     }
     load_programs(plan, c);

@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 
+#include "ports.hpp"
+
 namespace sockredir {
 
 struct AttachOptions {
@@ -13,6 +15,7 @@ struct AttachOptions {
     std::string pin_dir; // empty: kDefaultPinDir
     std::span<const std::byte> object;
     uint32_t max_sockets = 0; // 0: as the object says
+    PortRanges ports;         // empty: every port
 };
 
 enum class AttachOutcome { Attached, AlreadyAttached };

@@ -25,11 +25,11 @@ namespace sockredir {
 const char* const kVersion = "sockredir-min " SOCKREDIR_VERSION;
 
 const char* const kUsage =
-    "usage: sockredir-min attach [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
+    "usage: sockredir-min attach [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N] [--ports LIST]\n"
     "       sockredir-min detach [--pin-dir DIR]\n"
     "       sockredir-min status [--pin-dir DIR] [--json]\n"
     "       sockredir-min check\n"
-    "       sockredir-min run [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N]\n"
+    "       sockredir-min run [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N] [--ports LIST]\n"
     "       sockredir-min --help | --version\n"
     "\n"
     "Redirects TCP data between sockets on this host straight into the peer socket\n"
@@ -41,6 +41,9 @@ const char* const kUsage =
     "  status   show whether it is attached, ids, sockets in the map and counters\n"
     "  check    tell whether this kernel can run sockredir: one line per feature, a verdict\n"
     "  run      attach, stay in the foreground until SIGTERM or SIGINT, then detach\n"
+    "\n"
+    "  --ports LIST  accelerate only connections with a local or remote port in LIST\n"
+    "                (like 6379,5432,8000-8100); default: every same-host connection\n"
     "\n"
     "Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.\n";
 
@@ -118,11 +121,13 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
             c.verb = Verb::Help;
             return {c, {}};
         }
-        const bool takes_value = opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" || opt == "--max-sockets";
+        const bool takes_value =
+            opt == "--pin-dir" || opt == "--cgroup" || opt == "--object" || opt == "--max-sockets" || opt == "--ports";
         const bool attaches = c.verb == Verb::Attach || c.verb == Verb::Run;
-        const bool allowed = (opt == "--pin-dir" && c.verb != Verb::Check) ||
-                             (attaches && (opt == "--cgroup" || opt == "--object" || opt == "--max-sockets")) ||
-                             (c.verb == Verb::Status && opt == "--json");
+        const bool allowed =
+            (opt == "--pin-dir" && c.verb != Verb::Check) ||
+            (attaches && (opt == "--cgroup" || opt == "--object" || opt == "--max-sockets" || opt == "--ports")) ||
+            (c.verb == Verb::Status && opt == "--json");
         if (!allowed) {
             if (opt.rfind("-", 0) == 0)
                 return usage_error("unknown option '" + opt + "' for " + verb);
@@ -145,6 +150,11 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
             c.cgroup = value;
         } else if (opt == "--object") {
             c.object_file = value;
+        } else if (opt == "--ports") {
+            const auto ports = parse_ports(value);
+            if (!ports)
+                return usage_error("--ports needs a list of ports 1-65535 and ranges, like 80,443,8000-8100");
+            c.ports = *ports;
         } else if (opt == "--max-sockets") {
             if (!parse_u32(value, c.max_sockets) || c.max_sockets == 0 || c.max_sockets > kMaxSockets)
                 return usage_error("--max-sockets needs a number from 1 to " + std::to_string(kMaxSockets));
@@ -205,6 +215,7 @@ AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
     o.cgroup = c.cgroup;
     o.pin_dir = c.pin_dir;
     o.max_sockets = c.max_sockets;
+    o.ports = c.ports;
     if (!c.object_file.empty()) {
         file = read_file_bytes(c.object_file);
         o.object = file;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../elf/error.hpp"
+#include "ports.hpp"
 
 namespace sockredir {
 
@@ -18,6 +19,7 @@ struct Command {
     std::string pin_dir;
     std::string object_file;
     uint32_t max_sockets = 0;
+    PortRanges ports; // empty: every port
     bool json = false;
 };
 

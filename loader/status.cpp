@@ -12,6 +12,7 @@
 #include "attach.hpp"
 #include "file.hpp"
 #include "mounts.hpp"
+#include "ports.hpp"
 #include "sys.hpp"
 
 namespace sockredir {
@@ -122,8 +123,14 @@ Status read_status(const std::string& pin_dir)
         s.cgroup.clear();
     }
 
-    s.sockops_id = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_SOCKOPS).get()).id;
-    s.msg_id = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_MSG).get()).id;
+    const auto sockops = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_SOCKOPS).get());
+    const auto msg = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_MSG).get());
+    s.sockops_id = sockops.id;
+    s.msg_id = msg.id;
+    s.sockops_runs = sockops.run_cnt;
+    s.sockops_run_ns = sockops.run_time_ns;
+    s.msg_runs = msg.run_cnt;
+    s.msg_run_ns = msg.run_time_ns;
 
     Fd socks = sys::obj_get(dir + "/" + SOCKREDIR_MAP_SOCKS);
     const auto mi = sys::map_info(socks.get());
@@ -150,8 +157,10 @@ Status read_status(const std::string& pin_dir)
     Fd config = sys::obj_get(dir + "/" + SOCKREDIR_MAP_CONFIG);
     const uint32_t zero = 0;
     sockredir_config cfg{};
-    if (sys::map_lookup(config.get(), &zero, &cfg))
+    if (sys::map_lookup(config.get(), &zero, &cfg)) {
         s.draining = (cfg.flags & SOCKREDIR_F_DRAINING) != 0;
+        s.ports = format_ports(cfg);
+    }
     return s;
 }
 
@@ -171,9 +180,18 @@ std::string format_text(const Status& s)
     add("  pin dir       %s\n", s.pin_dir.c_str());
     add("  programs      sock_ops id %u (link id %u), sk_msg id %u\n", s.sockops_id, s.link_id, s.msg_id);
     add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
+    add("  ports         %s\n", s.ports.c_str());
     add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         add("  %-20s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
+    if (s.msg_runs == 0 && s.sockops_runs == 0) {
+        add("  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)\n");
+    } else {
+        const auto per_run = [](uint64_t ns, uint64_t runs) { return runs == 0 ? 0.0 : double(ns) / double(runs); };
+        add("  run cost      sk_msg %.0f ns over %llu runs, sock_ops %.0f ns over %llu runs\n",
+            per_run(s.msg_run_ns, s.msg_runs), static_cast<unsigned long long>(s.msg_runs),
+            per_run(s.sockops_run_ns, s.sockops_runs), static_cast<unsigned long long>(s.sockops_runs));
+    }
     return out;
 }
 
@@ -194,6 +212,11 @@ std::string format_json(const Status& s)
                ",\"counters\":" + std::to_string(s.counters_id) + "}";
         out += ",\"sockets\":" + std::to_string(s.sockets);
         out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
+        out += ",\"ports\":" + json_string(s.ports);
+        out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
+               ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
+               "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +
+               ",\"run_time_ns\":" + std::to_string(s.msg_run_ns) + "}}";
         out += ",\"counters\":{";
         for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
             if (i != 0)

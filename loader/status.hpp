@@ -21,7 +21,13 @@ struct Status {
     uint32_t max_sockets = 0;
     uint64_t sockets = 0;
     bool draining = false;
+    std::string ports; // "all" or the selection of attach --ports
     uint64_t counters[SOCKREDIR_COUNTER_MAX] = {};
+    // The kernel's run statistics of each program (zero unless kernel.bpf_stats_enabled=1).
+    uint64_t sockops_runs = 0;
+    uint64_t sockops_run_ns = 0;
+    uint64_t msg_runs = 0;
+    uint64_t msg_run_ns = 0;
 };
 
 Status read_status(const std::string& pin_dir);

@@ -253,3 +253,37 @@ TEST_CASE("the usage names every verb")
         CHECK(std::string(kUsage).find(std::string("sockredir-min ") + verb) != std::string::npos);
     }
 }
+
+TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
+{
+    const auto c = parsed({"attach", "--ports", "6379,8000-8100,443"});
+    REQUIRE(c.ports.size() == 3);
+    CHECK(c.ports[0] == std::pair<uint16_t, uint16_t>{6379, 6379});
+    CHECK(c.ports[1] == std::pair<uint16_t, uint16_t>{8000, 8100});
+    CHECK(c.ports[2] == std::pair<uint16_t, uint16_t>{443, 443});
+    CHECK(parsed({"run", "--ports=1-65535"}).ports.size() == 1);
+    CHECK(parsed({"attach"}).ports.empty());
+    CHECK(usage_error({"attach", "--ports", ""}).find("--ports needs a non-empty value") != std::string::npos);
+    for (const char* bad : {"0", "65536", "80,", ",80", "80-", "-80", "90-80", "8o", "80 ,81", "1-2-3"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"attach", "--ports", bad}).find("--ports needs a list") == 0);
+    }
+    CHECK(usage_error({"detach", "--ports", "80"}).find("unknown option '--ports'") == 0);
+    CHECK(usage_error({"status", "--ports", "80"}).find("unknown option '--ports'") == 0);
+}
+
+TEST_CASE("a port selection round-trips through the config bitmap that sock_ops reads")
+{
+    sockredir_config cfg{};
+    CHECK(format_ports(cfg) == "all");
+    apply_ports({}, cfg);
+    CHECK(cfg.flags == 0); // no selection: every port
+    apply_ports(*parse_ports("6379,8000-8100,1,65535,63-64"), cfg);
+    CHECK((cfg.flags & SOCKREDIR_F_PORTS) != 0);
+    CHECK(format_ports(cfg) == "1,63-64,6379,8000-8100,65535");
+    // The bit layout sock_ops tests: ports[p / 64] bit p % 64.
+    CHECK(((cfg.ports[6379 / 64] >> (6379 % 64)) & 1) == 1);
+    CHECK(((cfg.ports[6380 / 64] >> (6380 % 64)) & 1) == 0);
+    CHECK(((cfg.ports[65535 / 64] >> 63) & 1) == 1);
+    CHECK((cfg.ports[0] & 1) == 0); // port 0 is never selected
+}
