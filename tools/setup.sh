@@ -23,6 +23,7 @@ packages=(
     redis-server redis-tools nginx wrk curl postgresql
     qemu-system-x86 busybox-static cpio systemd python3-yaml
     libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
+    sockperf python3-matplotlib bpftool time # tools/bench (meson test bench-smoke); bpftool only for its comparison
 )
 
 is_installed() {

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Meson test: tools/bench --quick runs end to end and writes its table and chart (structure only, never numbers).
+set -euo pipefail
+
+root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
+# Outside CI a machine that cannot run the benchmark skips (meson: exit 77); under
+# CI=true that is a failure.
+cannot_run() {
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "FAIL: $* (CI=true: a skip is a failure)"
+        exit 1
+    fi
+    echo "SKIP: $*"
+    exit 77
+}
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+((EUID == 0)) || cannot_run "not root (needs cgroups, network namespaces, bpffs and BPF)"
+for tool in ip nsenter ss mount umount clang strip ldd bpftool iperf3 sockperf redis-server \
+    redis-benchmark nginx wrk /usr/bin/time /usr/bin/python3; do
+    command -v "$tool" >/dev/null 2>&1 || cannot_run "$tool not installed (run tools/setup.sh)"
+done
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || cannot_run "python3-matplotlib not installed (run tools/setup.sh)"
+
+out="$(mktemp -d /tmp/sockredir-bench-smoke.XXXXXX)"
+trap 'rm -rf -- "$out"' EXIT
+
+# No timing is asserted anywhere: a busy machine changes the numbers, not the structure.
+"$root/tools/bench" --quick --out "$out" >"$out/stdout.txt" 2>"$out/stderr.txt" || {
+    cat "$out/stderr.txt" "$out/stdout.txt"
+    fail "tools/bench --quick failed"
+}
+
+md="$out/benchmarks.md"
+[[ -s "$md" ]] || fail "no $md"
+grep -qx '| workload | plain | redirected | ratio |' "$md" || fail "no results table header in $md"
+grep -qx '| target | measured | met |' "$md" || fail "no targets table in $md"
+grep -qx '## Analysis' "$md" || fail "no '## Analysis' heading in $md"
+
+# One row per workload, with three numbers; the same rows printed on stdout.
+rows=(
+    "iperf3 throughput, 64 B writes (Gbit/s)"
+    "iperf3 throughput, 1 KiB writes (Gbit/s)"
+    "iperf3 throughput, 16 KiB writes (Gbit/s)"
+    "iperf3 throughput, 128 KiB writes (Gbit/s)"
+    "iperf3 throughput, 1 MiB writes (Gbit/s)"
+    "sockperf ping-pong 64 B, RTT p50 (µs)"
+    "sockperf ping-pong 64 B, RTT p99 (µs)"
+    "sockperf ping-pong 16 KiB, RTT p50 (µs)"
+    "sockperf ping-pong 16 KiB, RTT p99 (µs)"
+    "redis-benchmark GET (requests/s)"
+    "redis-benchmark SET (requests/s)"
+    "nginx + wrk, 16 KiB page (requests/s)"
+    "nginx + wrk, latency p50 (µs)"
+    "nginx + wrk, latency p99 (µs)"
+    "loader: attach+detach cycle (ms)"
+    "loader: attach (ms)"
+    "loader: detach (ms)"
+    "loader: peak RSS of attach (KiB)"
+    "loader: stripped binary + shared libraries (KiB)"
+)
+number='[0-9][0-9,]*(\.[0-9]+)?'
+for row in "${rows[@]}"; do
+    for file in "$md" "$out/stdout.txt"; do
+        # The label is matched literally (it holds '(', '+', '.'), the cells as numbers.
+        awk -v label="| $row |" -v num="^ $number $" -F'|' '
+            index($0, label) == 1 && NF == 6 && $3 ~ num && $4 ~ num && $5 ~ num { found = 1 }
+            END { exit !found }' "$file" || fail "no row '$row' with three numbers in $file"
+    done
+done
+for target in "bulk 128 KiB writes" "ping-pong p50" "redis GET" "attach+detach cycle" "peak RSS of attach"; do
+    grep -q "^| $target.* | \(yes\|no\) |\$" "$md" || fail "no target row '$target' in $md"
+done
+
+png="$out/benchmarks.png"
+[[ -s "$png" ]] || fail "no $png"
+[[ "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" == 89504e470d0a1a0a ]] || fail "$png is not a PNG"
+
+echo "ok: tools/bench --quick wrote a table with ${#rows[@]} workload rows, the targets and a PNG chart"
