@@ -199,13 +199,20 @@ std::string describe_error(const Error& e)
 
 namespace {
 
-// attach and run refuse early, with check's verdict, on a kernel that cannot run sockredir: one line instead of
-// whichever bpf(2) call would fail first.
-void require_capable_kernel()
+// attach and run refuse, with check's verdict, on a kernel (or for a caller) that cannot run sockredir: one line
+// instead of whichever step failed first. The probes run only once something has failed, so a capable kernel
+// pays nothing for them (they cost more than the attach itself); attach takes down whatever a failed step had
+// created, so the refusal leaves the system as it was.
+AttachResult attach_or_verdict(const AttachOptions& options)
 {
-    const auto report = probe_kernel();
-    if (!can_run(report))
-        throw Error(verdict(report) + "; see sockredir-min check");
+    try {
+        return attach(options);
+    } catch (const Error&) {
+        const auto report = probe_kernel();
+        if (!can_run(report))
+            throw Error(verdict(report) + "; see sockredir-min check");
+        throw;
+    }
 }
 
 // The attach options of a command; `file` keeps an --object file's bytes alive.
@@ -255,9 +262,8 @@ int run_foreground(const Command& c)
     if (::sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
         throw Error("blocking SIGTERM and SIGINT", errno);
 
-    require_capable_kernel();
     std::vector<std::byte> file;
-    const auto r = attach(attach_options(c, file));
+    const auto r = attach_or_verdict(attach_options(c, file));
 
     // The owner's lock: held on the published pin dir for as long as this process runs.
     Fd owner(::open(r.pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -309,9 +315,8 @@ int run(const Command& c)
             std::printf("%s\n", kVersion);
             return kExitOk;
         case Verb::Attach: {
-            require_capable_kernel();
             std::vector<std::byte> file;
-            const auto r = attach(attach_options(c, file));
+            const auto r = attach_or_verdict(attach_options(c, file));
             if (r.outcome == AttachOutcome::AlreadyAttached)
                 std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(),
                             r.pin_dir.c_str());

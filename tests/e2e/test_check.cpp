@@ -131,7 +131,7 @@ TEST_CASE("check without privileges exits 1 with the report and a one-line verdi
     CHECK(r.out.find("verdict: sockredir cannot run here") != std::string::npos);
 }
 
-TEST_CASE("attach and run refuse early with check's verdict where sockredir cannot run")
+TEST_CASE("attach and run refuse with check's verdict, changing nothing, where sockredir cannot run")
 {
     E2E_REQUIRE_KERNEL();
     Sandbox sb;
