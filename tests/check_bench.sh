@@ -21,7 +21,7 @@ fail() {
 }
 
 ((EUID == 0)) || cannot_run "not root (needs cgroups, network namespaces, bpffs and BPF)"
-for tool in ip nsenter ss mount umount clang strip ldd bpftool iperf3 sockperf redis-server \
+for tool in taskset ip nsenter ss mount umount clang strip ldd bpftool iperf3 sockperf redis-server \
     redis-benchmark nginx wrk /usr/bin/time /usr/bin/python3; do
     command -v "$tool" >/dev/null 2>&1 || cannot_run "$tool not installed (run tools/setup.sh)"
 done
@@ -49,10 +49,14 @@ rows=(
     "iperf3 throughput, 16 KiB writes (Gbit/s)"
     "iperf3 throughput, 128 KiB writes (Gbit/s)"
     "iperf3 throughput, 1 MiB writes (Gbit/s)"
-    "sockperf ping-pong 64 B, RTT p50 (µs)"
-    "sockperf ping-pong 64 B, RTT p99 (µs)"
-    "sockperf ping-pong 16 KiB, RTT p50 (µs)"
-    "sockperf ping-pong 16 KiB, RTT p99 (µs)"
+    "sockperf ping-pong 64 B, two CPUs, RTT p50 (µs)"
+    "sockperf ping-pong 64 B, two CPUs, RTT p99 (µs)"
+    "sockperf ping-pong 16 KiB, two CPUs, RTT p50 (µs)"
+    "sockperf ping-pong 16 KiB, two CPUs, RTT p99 (µs)"
+    "sockperf ping-pong 64 B, one CPU, RTT p50 (µs)"
+    "sockperf ping-pong 64 B, one CPU, RTT p99 (µs)"
+    "sockperf ping-pong 16 KiB, one CPU, RTT p50 (µs)"
+    "sockperf ping-pong 16 KiB, one CPU, RTT p99 (µs)"
     "redis-benchmark GET (requests/s)"
     "redis-benchmark SET (requests/s)"
     "nginx + wrk, 16 KiB page (requests/s)"
