@@ -650,19 +650,34 @@ void send_pattern(int fd, uint32_t seed, uint64_t offset, uint64_t bytes)
     }
 }
 
+namespace {
+std::atomic<uint64_t> g_spurious_eagain{0};
+} // namespace
+
+ssize_t recv_blocking(int fd, void* buf, size_t len, int flags)
+{
+    for (;;) {
+        const ssize_t n = ::recv(fd, buf, len, flags);
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            return n;
+        if (errno == EAGAIN)
+            ++g_spurious_eagain;
+    }
+}
+
+uint64_t spurious_eagain()
+{
+    return g_spurious_eagain;
+}
+
 uint64_t receive_verified(int fd, uint32_t seed, const std::function<void(uint64_t)>& on_progress)
 {
     std::vector<unsigned char> buf(256 * 1024), expect(256 * 1024);
     uint64_t received = 0;
     for (;;) {
-        const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-        if (n < 0) {
-            // EAGAIN on a blocking socket: tcp_bpf_recvmsg() waits once and gives up after a wakeup that
-            // brought no redirected data (README, known limits). A kernel quirk, not data loss: read again.
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
+        const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
+        if (n < 0)
             throw_errno("recv");
-        }
         if (n == 0)
             return received;
         fill_pattern(seed, received, expect.data(), static_cast<size_t>(n));

@@ -152,6 +152,12 @@ uint16_t local_port(int fd);
 // Connects to addr:port, optionally from bind_addr:bind_port; retries while the route is not up yet.
 sockredir::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr = {},
                          uint16_t bind_port = 0);
+// recv() on a blocking socket, retrying EINTR and the spurious EAGAIN of tcp_bpf_recvmsg(), which waits once and
+// gives up after a wakeup that brought no redirected data (README, known limits): a kernel quirk, not data loss.
+// The EAGAINs are counted in spurious_eagain() (this process).
+ssize_t recv_blocking(int fd, void* buf, size_t len, int flags = 0);
+uint64_t spurious_eagain();
+
 // Sends `bytes` of the pattern with `seed`, starting at stream offset `offset`.
 void send_pattern(int fd, uint32_t seed, uint64_t offset, uint64_t bytes);
 // Reads to EOF and checks every byte against the pattern; throws at the first wrong byte.

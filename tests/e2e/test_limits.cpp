@@ -21,23 +21,13 @@ using sockredir::Fd;
 
 namespace {
 
-// Blocking recv() calls that failed with EAGAIN: tcp_bpf_recvmsg() (every socket in the sockhash) returns -EAGAIN
-// after a wakeup that brought no data, e.g. write space freed for a sender on the same socket. Retried and counted.
-std::atomic<int> g_spurious_eagain{0};
-
 // Reads to EOF and checks every byte against the pattern with `seed`.
 uint64_t receive_checked(int fd, uint32_t seed)
 {
     std::vector<unsigned char> buf(256 * 1024), want(256 * 1024);
     uint64_t got = 0;
     for (;;) {
-        const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            ++g_spurious_eagain;
-            continue;
-        }
+        const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
         if (n < 0)
             throw std::runtime_error(std::string("recv: ") + std::strerror(errno));
         if (n == 0)
@@ -113,7 +103,7 @@ TEST_CASE("with the sockhash full the extra connections work on TCP with intact 
         for (size_t i = 0; i < errors.size(); ++i)
             if (!errors[i].empty())
                 report += "connection " + std::to_string(i / 4) + ": " + errors[i] + "; ";
-        ch.send((report.empty() ? std::string("ok") : report) + " eagain=" + std::to_string(g_spurious_eagain));
+        ch.send((report.empty() ? std::string("ok") : report) + " eagain=" + std::to_string(spurious_eagain()));
         return 0;
     });
     REQUIRE(child.channel().receive() == "connected");

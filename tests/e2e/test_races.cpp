@@ -77,7 +77,7 @@ bool deferred(int kind)
 struct Outcome {
     std::atomic<int> verified{0}, not_in_map{0};
     std::atomic<int> redirected[2] = {0, 0}, tcp[2] = {0, 0}; // [deferred]
-    std::atomic<uint64_t> bytes{0}, spurious_eagain{0};
+    std::atomic<uint64_t> bytes{0};
     std::mutex mu;
     std::vector<std::string> errors;
     void error(const std::string& e)
@@ -104,14 +104,7 @@ void serve(int fd, Outcome& out)
     std::vector<unsigned char> buf(128 * 1024), want(128 * 1024);
     uint64_t got = 0;
     for (;;) {
-        const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            // tcp_bpf_recvmsg() returns -EAGAIN from a blocking recv after a wakeup that brought no data.
-            ++out.spurious_eagain;
-            continue;
-        }
+        const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
         if (n < 0)
             fail_errno("recv");
         if (n == 0)
@@ -237,7 +230,7 @@ int run_races(const Channel& ch, const std::string& cgroup, const std::string& p
         msg << "result started=" << started << " verified=" << out.verified << " bytes=" << out.bytes
             << " redirected=" << out.redirected[0] << " tcp=" << out.tcp[0]
             << " deferred_redirected=" << out.redirected[1] << " deferred_tcp=" << out.tcp[1]
-            << " not_in_map=" << out.not_in_map << " eagain=" << out.spurious_eagain << " errors=" << out.errors.size()
+            << " not_in_map=" << out.not_in_map << " eagain=" << spurious_eagain() << " errors=" << out.errors.size()
             << " text=";
         for (size_t i = 0; i < out.errors.size() && i < 10; ++i)
             msg << out.errors[i] << "; ";

@@ -255,27 +255,15 @@ bool peek_round(int fd, StreamCheck& check, std::vector<unsigned char>& peeked, 
     return true;
 }
 
-// Blocking recv() calls that failed with EAGAIN. tcp_bpf_recvmsg() (the recvmsg of every socket in a sockhash) waits
-// once and returns -EAGAIN when the wakeup was not for data (write space, its own FIN acknowledged): a kernel quirk
-// that sockredir exposes applications to. Counted and reported, then retried like EINTR.
-std::atomic<uint64_t> g_spurious_eagain{0};
-
 void receive_blocking(int fd, StreamCheck& check, bool peek)
 {
     std::vector<unsigned char> buf(256 * 1024), peeked(peek ? 256 * 1024 : 0);
     for (;;) {
         if (peek && peek_round(fd, check, peeked, buf))
             continue;
-        const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                ++g_spurious_eagain;
-                continue;
-            }
+        const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
+        if (n < 0)
             fail_errno("recv");
-        }
         if (n == 0)
             break;
         check.feed(buf.data(), static_cast<size_t>(n));
@@ -755,7 +743,7 @@ int run_traffic(const Channel& ch, const std::string& cgroup, const std::vector<
         for (size_t i = 0; i < t.errors.size() && i < 20; ++i)
             errors += t.errors[i] + "; ";
         out << "result conns=" << t.finished << " up=" << up << " down=" << down << " max_live=" << t.max_live
-            << " eagain=" << g_spurious_eagain
+            << " eagain=" << spurious_eagain()
             << " errors=" << t.errors.size() + (hung.empty() ? 0 : 1) + (epoll_error.empty() ? 0 : 1)
             << " text=" << errors << "\n";
     }
