@@ -4,21 +4,9 @@ set -euo pipefail
 
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 
-# Outside CI a machine that cannot run the benchmark skips (meson: exit 77); under
-# CI=true that is a failure.
-cannot_run() {
-    if [[ "${CI:-}" == "true" ]]; then
-        echo "FAIL: $* (CI=true: a skip is a failure)"
-        exit 1
-    fi
-    echo "SKIP: $*"
-    exit 77
-}
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+# cannot_run (skip outside CI, fail under CI=true) and fail.
+# shellcheck source=tools/lib/sandbox.sh
+source "$root/tools/lib/sandbox.sh"
 
 ((EUID == 0)) || cannot_run "not root (needs cgroups, network namespaces, bpffs and BPF)"
 for tool in taskset ip nsenter ss mount umount clang strip ldd bpftool iperf3 sockperf redis-server \

@@ -15,7 +15,7 @@ if ! command -v shellcheck >/dev/null 2>&1; then
 fi
 
 shopt -s nullglob
-scripts=(tools/*.sh tests/*.sh)
+scripts=(tools/*.sh tools/lib/*.sh tests/*.sh)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
 if ((${#scripts[@]} == 0)); then
     echo "FAIL: no scripts found under $root"

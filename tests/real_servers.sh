@@ -12,21 +12,9 @@ set -euo pipefail
 
 bin="${1:-${SOCKREDIR_BIN:-}}"
 
-# Outside CI a machine that cannot run this test skips it (meson: exit 77); under
-# CI=true that is a failure.
-cannot_run() {
-    if [[ "${CI:-}" == "true" ]]; then
-        echo "FAIL: $* (CI=true: a skip is a failure)"
-        exit 1
-    fi
-    echo "SKIP: $*"
-    exit 77
-}
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tools/lib/sandbox.sh
+source "$root/tools/lib/sandbox.sh"
 
 [[ -n "$bin" ]] || fail "usage: real_servers.sh PATH-TO-sockredir-min (or SOCKREDIR_BIN)"
 [[ -x "$bin" ]] || fail "$bin is not an executable file"
@@ -46,17 +34,6 @@ pg_bin="$(printf '%s\n' "${pg_bins[@]}" | sort -V | tail -n 1)"
 # PostgreSQL refuses to run as root; Debian's package makes this user.
 id postgres >/dev/null 2>&1 || cannot_run "no user 'postgres' (run tools/setup.sh)"
 
-# The cgroup2 mount point, from mountinfo: field 5 is the mount point, the first field
-# after the " - " separator the file system type. Octal escapes (\040) are decoded.
-cgroup2_mount() {
-    local line mnt
-    # awk reads its own input and stops at the first match: no pipe for a SIGPIPE.
-    line="$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' \
-        /proc/self/mountinfo)"
-    [[ -n "$line" ]] || return 1
-    printf -v mnt '%b' "$line"
-    printf '%s\n' "$mnt"
-}
 cgroup_root="$(cgroup2_mount)" || cannot_run "no cgroup2 mount in /proc/self/mountinfo"
 
 # Test ports: the namespace is private, so nothing on the host (a system redis on
@@ -67,12 +44,7 @@ pg_port=15432
 
 # --- everything this script creates, undone by cleanup on every exit path ----------
 name="sockredir-servers-$$"
-netns_path="/run/netns/$name"
-cgroup=""
 work=""
-bpffs=""
-pin_dir=""
-netns_made=0
 attached=0
 client_pids=()
 server_pids=()
@@ -104,22 +76,7 @@ cleanup() {
     if ((attached)); then
         "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "real_servers.sh: detach failed" >&2
     fi
-    if [[ -n "$cgroup" && -d "$cgroup" ]]; then
-        # Whatever is still in the test cgroup was started by this script (a PostgreSQL
-        # backend, an nginx worker); nothing else can have entered it.
-        echo 1 >"$cgroup/cgroup.kill" 2>/dev/null
-        for _ in $(seq 1 50); do
-            rmdir "$cgroup" 2>/dev/null && break
-            sleep 0.1
-        done
-        [[ -d "$cgroup" ]] && echo "real_servers.sh: could not remove cgroup $cgroup" >&2
-    fi
-    if ((netns_made)); then
-        ip netns delete "$name" || echo "real_servers.sh: could not delete netns $name" >&2
-    fi
-    if [[ -n "$bpffs" ]] && mountpoint -q "$bpffs"; then
-        umount "$bpffs" || echo "real_servers.sh: could not unmount $bpffs" >&2
-    fi
+    sandbox_destroy real_servers.sh
     [[ -n "$work" ]] && rm -rf -- "$work"
     exit "$rc"
 }
@@ -133,36 +90,13 @@ work="$(mktemp -d /tmp/sockredir-servers.XXXXXX)"
 # their files below it.
 chmod 0755 "$work"
 cd "$work"
-# Each variable is set only once the thing exists, so cleanup never touches what this
-# script did not make.
-mkdir "$cgroup_root/$name"
-cgroup="$cgroup_root/$name"
-mkdir "$work/bpffs"
-mount -t bpf bpf "$work/bpffs"
-bpffs="$work/bpffs"
-pin_dir="$bpffs/sockredir"
-ip netns add "$name"
-netns_made=1
-ip -n "$name" link set lo up
-
-# "${in_test[@]}" CMD...: run CMD in the test cgroup and network namespace. The shell
-# joins the cgroup first, then execs nsenter, which execs CMD: one pid from fork to
-# exit, so $! of a background "${in_test[@]}" CMD & is CMD's own pid.
-# shellcheck disable=SC2016 # $$, $0, $1 and $@ belong to the inner shell.
-in_test=(bash -c 'printf "%s\n" "$$" >"$1" || exit 1; shift; exec nsenter --net="$0" -- "$@"'
-    "$netns_path" "$cgroup/cgroup.procs")
-# Only the namespace, for looking at it (ss, /proc/net/snmp) from outside the cgroup.
-in_netns=(nsenter --net="$netns_path" --)
+sandbox_create "$cgroup_root"
+# "${in_test[@]}" CMD...: run CMD in the test cgroup and network namespace (tools/lib/sandbox.sh).
+in_test=("${in_sandbox[@]}")
 as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 
 # Pipelines here never end their reader early: under meson, whose children get SIGPIPE
 # at its default, a writer left behind would die of it and pipefail would stop the test.
-tcp_out_segs() {
-    "${in_netns[@]}" cat /proc/net/snmp | awk '
-        $1 == "Tcp:" && !hdr { for (i = 2; i <= NF; i++) col[$i] = i; hdr = 1; next }
-        $1 == "Tcp:" && hdr && segs == "" { segs = $col["OutSegs"] }
-        END { print segs }'
-}
 
 listening() {
     [[ -n "$("${in_netns[@]}" ss -Hltn "sport = :$1")" ]]

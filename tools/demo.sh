@@ -58,25 +58,12 @@ for tool in ip nsenter iperf3 tcpdump ss python3 mount umount; do
 done
 [[ -x "$bin" ]] || { echo "demo.sh: $bin not found; run tools/setup.sh" >&2; exit 1; }
 
-# The cgroup2 mount point, from mountinfo: field 5 is the mount point, the first field
-# after the " - " separator the file system type. Octal escapes (\040) are decoded.
-cgroup2_mount() {
-    local line mnt
-    line="$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
-        /proc/self/mountinfo | head -n 1)"
-    [[ -n "$line" ]] || return 1
-    printf -v mnt '%b' "$line"
-    printf '%s\n' "$mnt"
-}
+# shellcheck source=tools/lib/sandbox.sh
+source "$root/tools/lib/sandbox.sh"
 
 # --- everything this script creates, undone by cleanup on every exit path ----------
 name="sockredir-demo-$$"
-netns_path="/run/netns/$name"
-cgroup=""
 work=""
-bpffs=""
-pin_dir=""
-netns_made=0
 attached=0
 pids=()
 
@@ -90,25 +77,7 @@ cleanup() {
     if ((attached)); then
         "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "demo.sh: detach failed" >&2
     fi
-    if ((netns_made)); then
-        ip netns delete "$name" || echo "demo.sh: could not delete netns $name" >&2
-    fi
-    if [[ -n "$cgroup" && -d "$cgroup" ]]; then
-        # Whatever is still in the demo cgroup was started by this script (a child of a
-        # child, such as iperf3 under timeout); nothing else can have entered it.
-        while read -r pid; do
-            kill -TERM "$pid" 2>/dev/null
-        done <"$cgroup/cgroup.procs"
-        # A killed process leaves the cgroup a moment after wait returns.
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            rmdir "$cgroup" 2>/dev/null && break
-            sleep 0.2
-        done
-        [[ -d "$cgroup" ]] && echo "demo.sh: could not remove cgroup $cgroup" >&2
-    fi
-    if [[ -n "$bpffs" ]] && mountpoint -q "$bpffs"; then
-        umount "$bpffs" || echo "demo.sh: could not unmount $bpffs" >&2
-    fi
+    sandbox_destroy demo.sh
     [[ -n "$work" ]] && rm -rf -- "$work"
     exit "$rc"
 }
@@ -119,31 +88,9 @@ trap 'exit 129' HUP
 
 cgroup_root="$(cgroup2_mount)" || { echo "demo.sh: no cgroup2 mount in /proc/self/mountinfo" >&2; exit 1; }
 work="$(mktemp -d /tmp/sockredir-demo.XXXXXX)"
-# Each variable is set only once the thing exists, so cleanup never touches what
-# this script did not make.
-mkdir "$cgroup_root/$name"
-cgroup="$cgroup_root/$name"
-mkdir "$work/bpffs"
-mount -t bpf bpf "$work/bpffs"
-bpffs="$work/bpffs"
-pin_dir="$bpffs/sockredir"
-ip netns add "$name"
-netns_made=1
-ip -n "$name" link set lo up
-
-# "${in_demo[@]}" CMD...: run CMD in the demo cgroup and network namespace. The shell
-# joins the cgroup first, then execs nsenter, which execs CMD: one pid from fork to
-# exit, so $! of a background "${in_demo[@]}" CMD & is CMD's own pid. (A shell
-# function would fork a subshell in between, and killing $! would orphan CMD.)
-# shellcheck disable=SC2016 # $$, $0, $1 and $@ belong to the inner shell.
-in_demo=(bash -c 'printf "%s\n" "$$" >"$1" || exit 1; shift; exec nsenter --net="$0" -- "$@"'
-    "$netns_path" "$cgroup/cgroup.procs")
-
-tcp_out_segs() {
-    "${in_demo[@]}" cat /proc/net/snmp | awk '
-        $1 == "Tcp:" && !hdr { for (i = 2; i <= NF; i++) col[$i] = i; hdr = 1; next }
-        $1 == "Tcp:" && hdr { print $col["OutSegs"]; exit }'
-}
+sandbox_create "$cgroup_root"
+# "${in_demo[@]}" CMD...: run CMD in the demo cgroup and network namespace (tools/lib/sandbox.sh).
+in_demo=("${in_sandbox[@]}")
 
 # wait_for WHAT SECONDS CMD...: poll CMD until it succeeds.
 wait_for() {
