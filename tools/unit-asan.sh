@@ -30,7 +30,10 @@ if [[ ! -f "$dir/build.ninja" ]]; then
 fi
 
 targets=(sockredir-unit)
-if ninja -C "$dir" -t targets all 2>/dev/null | grep -q '^sockredir-elf-oracle:'; then
+# The target list is read whole first: `ninja ... | grep -q` under pipefail fails whenever grep's early exit
+# kills ninja with SIGPIPE, and the oracle would silently drop out of the run.
+all_targets="$(ninja -C "$dir" -t targets all 2>/dev/null || true)"
+if grep -q '^sockredir-elf-oracle:' <<<"$all_targets"; then
     targets+=(sockredir-elf-oracle)
 fi
 ninja -C "$dir" "${targets[@]}" sockredir.bpf.o verifier_reject.bpf.o
