@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -199,18 +200,34 @@ std::string describe_error(const Error& e)
 
 namespace {
 
+// Linux version of the running kernel as major * 1000 + minor, 0 when unknown.
+unsigned kernel_version()
+{
+    struct utsname u {};
+    unsigned major = 0, minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2)
+        return 0;
+    return major * 1000 + minor;
+}
+
 // attach and run refuse, with check's verdict, on a kernel (or for a caller) that cannot run sockredir: one line
-// instead of whichever step failed first. The probes run only once something has failed, so a capable kernel
-// pays nothing for them (they cost more than the attach itself); attach takes down whatever a failed step had
-// created, so the refusal leaves the system as it was.
+// instead of whichever step failed first. Where that is to be expected (not root, a kernel older than 5.15) the
+// probes run first and the refusal comes before anything is touched. Elsewhere they run only once something has
+// failed, so a capable kernel pays nothing for them (they cost more than the attach itself); attach takes down
+// whatever a failed step had created, so that refusal too leaves the system as it was.
 AttachResult attach_or_verdict(const AttachOptions& options)
 {
-    try {
-        return attach(options);
-    } catch (const Error&) {
+    const auto refuse_unless_capable = [] {
         const auto report = probe_kernel();
         if (!can_run(report))
             throw Error(verdict(report) + "; see sockredir-min check");
+    };
+    if (::geteuid() != 0 || kernel_version() < 5015)
+        refuse_unless_capable();
+    try {
+        return attach(options);
+    } catch (const Error&) {
+        refuse_unless_capable();
         throw;
     }
 }
