@@ -321,6 +321,7 @@ void send_blocking(int fd, const DirectionPlan& d, const std::function<void()>& 
 struct ConnState {
     std::atomic<uint64_t> up_got{0}, down_got{0};
     std::atomic<bool> client_done{false}, server_done{false};
+    std::atomic<int> sides_done{0}; // the second end to finish counts the connection
     std::atomic<int64_t> established_ns{0}, finished_ns{0};
 };
 
@@ -338,12 +339,14 @@ struct Traffic {
         std::lock_guard lock(mu);
         errors.push_back(text);
     }
-    // Both ends are done (or failed): the connection counts as finished.
+    // Both ends are done (or failed): the connection counts as finished, exactly once. (Testing the two flags
+    // after setting one let both ends see both set and count the connection twice, so the run could end while
+    // another connection still had bytes in flight.)
     void side_done(uint32_t id, bool client)
     {
         ConnState& s = states[id];
         (client ? s.client_done : s.server_done) = true;
-        if (s.client_done && s.server_done) {
+        if (s.sides_done.fetch_add(1) == 1) {
             s.finished_ns = Clock::now().time_since_epoch().count();
             --live;
             ++finished;
