@@ -227,18 +227,23 @@ std::string read_or_empty(const char* path)
     }
 }
 
-Feature cgroup2_feature()
+// A filesystem that is not mounted: fine when the kernel knows it, since attach mounts it (`where`).
+Feature mountable(const std::string& name, const char* fs, const std::string& where, const char* hint)
 {
-    const std::string name = "cgroup2 (mounted or mountable)";
-    const auto mountinfo = read_or_empty("/proc/self/mountinfo");
-    if (const auto found = find_cgroup2_mount(mountinfo))
-        return ok(name, "mounted at " + *found);
     const auto filesystems = read_or_empty("/proc/filesystems");
     if (filesystems.empty())
         return missing(name, "cannot read /proc/filesystems", "mount /proc");
-    if (has_filesystem(filesystems, "cgroup2"))
-        return ok(name, "not mounted; attach mounts it under /sys/fs/cgroup");
-    return missing(name, "not in /proc/filesystems", kHintCgroup2);
+    if (has_filesystem(filesystems, fs))
+        return ok(name, "not mounted; attach mounts it " + where);
+    return missing(name, "not in /proc/filesystems", hint);
+}
+
+Feature cgroup2_feature()
+{
+    const std::string name = "cgroup2 (mounted or mountable)";
+    if (const auto found = find_cgroup2_mount(read_or_empty("/proc/self/mountinfo")))
+        return ok(name, "mounted at " + *found);
+    return mountable(name, "cgroup2", "under /sys/fs/cgroup", kHintCgroup2);
 }
 
 Feature bpffs_feature()
@@ -246,12 +251,7 @@ Feature bpffs_feature()
     const std::string name = "bpffs (mounted or mountable)";
     if (is_bpffs(kDefaultBpffs))
         return ok(name, std::string("mounted at ") + kDefaultBpffs);
-    const auto filesystems = read_or_empty("/proc/filesystems");
-    if (filesystems.empty())
-        return missing(name, "cannot read /proc/filesystems", "mount /proc");
-    if (has_filesystem(filesystems, "bpf"))
-        return ok(name, std::string("not mounted; attach mounts it at ") + kDefaultBpffs);
-    return missing(name, "not in /proc/filesystems", kHintBpf);
+    return mountable(name, "bpf", std::string("at ") + kDefaultBpffs, kHintBpf);
 }
 
 // --- the kernel probes, once bpf(2) answers and the caller may use it -----------------------------------------------
@@ -381,34 +381,25 @@ void probe_bpf_features(std::vector<Feature>& out, const std::optional<std::stri
                       return i;
                   },
                   {need_type(type), need_array});
+    // bpf_sock_hash_update(skops, &sockhash, &key, BPF_ANY) and bpf_msg_redirect_hash(msg, &sockhash, &key,
+    // BPF_F_INGRESS) take the same arguments: the context, the sockhash, a key and flags.
+    const auto sockhash_call = [&](int32_t helper, int32_t flags) {
+        return [&sockhash, helper, flags] {
+            Insns i;
+            mov_reg(i, BPF_REG_6, BPF_REG_1);
+            zero_key(i, BPF_REG_3);
+            ld_map(i, BPF_REG_2, sockhash.get());
+            mov_reg(i, BPF_REG_1, BPF_REG_6);
+            mov_imm(i, BPF_REG_4, flags);
+            call(i, helper);
+            finish(i);
+            return i;
+        };
+    };
     p.program(helper_name("bpf_sock_hash_update", BPF_PROG_TYPE_SOCK_OPS), BPF_PROG_TYPE_SOCK_OPS,
-              [&] {
-                  // bpf_sock_hash_update(skops, &sockhash, &key, BPF_ANY)
-                  Insns i;
-                  mov_reg(i, BPF_REG_6, BPF_REG_1);
-                  zero_key(i, BPF_REG_3);
-                  ld_map(i, BPF_REG_2, sockhash.get());
-                  mov_reg(i, BPF_REG_1, BPF_REG_6);
-                  mov_imm(i, BPF_REG_4, BPF_ANY);
-                  call(i, BPF_FUNC_sock_hash_update);
-                  finish(i);
-                  return i;
-              },
-              {need_sockops, need_sockhash});
+              sockhash_call(BPF_FUNC_sock_hash_update, BPF_ANY), {need_sockops, need_sockhash});
     p.program(helper_name("bpf_msg_redirect_hash", BPF_PROG_TYPE_SK_MSG), BPF_PROG_TYPE_SK_MSG,
-              [&] {
-                  // bpf_msg_redirect_hash(msg, &sockhash, &key, BPF_F_INGRESS)
-                  Insns i;
-                  mov_reg(i, BPF_REG_6, BPF_REG_1);
-                  zero_key(i, BPF_REG_3);
-                  ld_map(i, BPF_REG_2, sockhash.get());
-                  mov_reg(i, BPF_REG_1, BPF_REG_6);
-                  mov_imm(i, BPF_REG_4, BPF_F_INGRESS);
-                  call(i, BPF_FUNC_msg_redirect_hash);
-                  finish(i);
-                  return i;
-              },
-              {need_msg, need_sockhash});
+              sockhash_call(BPF_FUNC_msg_redirect_hash, BPF_F_INGRESS), {need_msg, need_sockhash});
     for (uint32_t type : {BPF_PROG_TYPE_SOCK_OPS, BPF_PROG_TYPE_SK_MSG})
         p.program(helper_name("bpf_get_netns_cookie", type), type,
                   [] {
