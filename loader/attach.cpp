@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "../bpf/sockredir_shared.h"
@@ -54,12 +55,6 @@ std::string staging_prefix(const PinPaths& p)
     return p.base + "-attaching-";
 }
 
-bool exists(const std::string& path)
-{
-    struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0;
-}
-
 // Serializes attach and detach on one pin dir: flock on the bpffs directory.
 class DirLock {
 public:
@@ -82,36 +77,45 @@ void pin(const Fd& fd, const std::string& dir, const std::string& name)
     sys::obj_pin(fd.get(), dir + "/" + name);
 }
 
+// The config map pinned in `dir` with its value; nothing when the dir has no config pin.
+struct PinnedConfig {
+    Fd map;
+    sockredir_config value{};
+};
+
+std::optional<PinnedConfig> pinned_config(const std::string& dir)
+{
+    const auto path = dir + "/" + SOCKREDIR_MAP_CONFIG;
+    if (!pin_exists(path))
+        return std::nullopt;
+    PinnedConfig c{sys::obj_get(path)};
+    const uint32_t zero = 0;
+    sys::map_lookup(c.map.get(), &zero, &c.value);
+    return c;
+}
+
 // Stop redirection of new messages: the sk_msg program sends them by TCP from
 // now on, and never switches those sockets back (see bpf/sockredir.bpf.c).
 void set_draining(const std::string& dir)
 {
-    const auto path = dir + "/" + SOCKREDIR_MAP_CONFIG;
-    if (!exists(path))
+    auto c = pinned_config(dir);
+    if (!c)
         return;
-    Fd config = sys::obj_get(path);
+    c->value.flags |= SOCKREDIR_F_DRAINING;
     const uint32_t zero = 0;
-    sockredir_config value{};
-    sys::map_lookup(config.get(), &zero, &value);
-    value.flags |= SOCKREDIR_F_DRAINING;
-    sys::map_update(config.get(), &zero, &value, BPF_ANY);
+    sys::map_update(c->map.get(), &zero, &c->value, BPF_ANY);
 }
 
 bool is_draining(const std::string& dir)
 {
-    const auto path = dir + "/" + SOCKREDIR_MAP_CONFIG;
-    if (!exists(path))
-        return false;
-    Fd config = sys::obj_get(path);
-    const uint32_t zero = 0;
-    sockredir_config value{};
-    return sys::map_lookup(config.get(), &zero, &value) && (value.flags & SOCKREDIR_F_DRAINING) != 0;
+    const auto c = pinned_config(dir);
+    return c && (c->value.flags & SOCKREDIR_F_DRAINING) != 0;
 }
 
 void detach_link(const std::string& dir)
 {
     const auto path = dir + "/" + kPinLink;
-    if (!exists(path))
+    if (!pin_exists(path))
         return;
     Fd link = sys::obj_get(path);
     // Detach even if another process still holds the link open.
@@ -182,6 +186,16 @@ uint64_t cgroup_id_of(const std::string& dir)
 
 } // namespace
 
+bool pin_exists(const std::string& path)
+{
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0)
+        return true;
+    if (errno == ENOENT || errno == ENOTDIR)
+        return false;
+    throw Error("cannot read pins at " + path, errno);
+}
+
 void step_done(const char* step)
 {
     static const char* target = std::getenv("SOCKREDIR_TEST_KILL_AFTER");
@@ -211,8 +225,8 @@ AttachResult attach(const AttachOptions& options)
     DirLock lock(p.parent);
     clean_stale_staging(p);
 
-    if (exists(p.dir)) {
-        if (exists(p.dir + "/" + kPinLink)) {
+    if (pin_exists(p.dir)) {
+        if (pin_exists(p.dir + "/" + kPinLink)) {
             Fd link = sys::obj_get(p.dir + "/" + kPinLink);
             const auto info = sys::link_info(link.get());
             // A detach killed after "drain" or "detach_sockops" leaves the programs draining or the link
@@ -285,14 +299,11 @@ DetachResult detach(const std::string& pin_dir)
     const PinPaths p = pin_paths(pin_dir);
     DetachResult result;
     result.pin_dir = p.dir;
-    if (!is_bpffs(p.parent)) {
-        if (exists(p.parent))
-            return result; // nothing can be pinned there: nothing attached
-        return result;
-    }
+    if (!is_bpffs(p.parent))
+        return result; // nothing can be pinned there: nothing attached
     DirLock lock(p.parent);
     result.cleaned_stale = clean_stale_staging(p);
-    if (!exists(p.dir))
+    if (!pin_exists(p.dir))
         return result;
     take_down(p.dir);
     result.outcome = DetachOutcome::Detached;

@@ -42,6 +42,10 @@ DetachResult detach(const std::string& pin_dir);
 // Pin names inside the pin dir.
 inline constexpr const char* kPinLink = "sockops_link";
 
+// Whether a pin (or a pin dir) exists. A pin that cannot be looked at (not root:
+// the pin dir is 0700) is an error, not "absent".
+bool pin_exists(const std::string& path);
+
 // Test hook: when the environment variable SOCKREDIR_TEST_KILL_AFTER names a
 // step ("maps", "programs", "pin", "attach_msg", "attach_sockops",
 // "publish", "drain", "detach_sockops", "unpin"), the process kills

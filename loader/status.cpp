@@ -19,18 +19,6 @@ namespace sockredir {
 
 namespace {
 
-// A pin that cannot be looked at (not root: the pin dir is 0700) is an error,
-// not "not attached".
-bool exists(const std::string& path)
-{
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0)
-        return true;
-    if (errno == ENOENT || errno == ENOTDIR)
-        return false;
-    throw Error("cannot read pins at " + path, errno);
-}
-
 // Number of possible CPUs: the per-CPU value layout of BPF_MAP_LOOKUP_ELEM.
 unsigned possible_cpus()
 {
@@ -109,7 +97,7 @@ Status read_status(const std::string& pin_dir)
     Status s;
     s.pin_dir = pin_dir.empty() ? kDefaultPinDir : pin_dir;
     const std::string dir = s.pin_dir;
-    if (!exists(dir + "/" + kPinLink))
+    if (!pin_exists(dir + "/" + kPinLink))
         return s;
     s.attached = true;
 
