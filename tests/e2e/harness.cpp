@@ -56,11 +56,6 @@ std::string env_or_empty(const char* name)
     return v == nullptr ? std::string() : std::string(v);
 }
 
-void sleep_ms(int ms)
-{
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-}
-
 std::string cgroup2_mount()
 {
     const auto found = sockredir::find_cgroup2_mount(sockredir::read_file_text("/proc/self/mountinfo"));
@@ -142,6 +137,26 @@ bool is_our_map_name(const std::string& name)
 }
 
 } // namespace
+
+void sleep_ms(int ms)
+{
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+bool exists(const std::string& path)
+{
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string report_field(const std::string& text, const std::string& name)
+{
+    const auto at = text.find(" " + name + "=");
+    if (at == std::string::npos)
+        return {};
+    const auto from = at + name.size() + 2;
+    return text.substr(from, text.find_first_of(" \n", from) - from);
+}
 
 bool in_ci()
 {

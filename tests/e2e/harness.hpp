@@ -14,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include "fd.hpp"
+#include "status.hpp"
 
 namespace e2e {
 
@@ -31,6 +32,23 @@ bool in_ci();
             return;                                                                                                    \
         }                                                                                                              \
     } while (0)
+
+// Handshake and teardown of one connection seen from both ends are under 10 segments each way; a redirected
+// 16 MiB transfer must stay near that. On TCP the same 16 MiB needs at least 256 skbs of 64 KiB (the lo MTU;
+// the kernel counts a GSO/GRO skb once), so a plain transfer is at least 128 with room to spare.
+inline constexpr uint64_t kRedirectedMaxSegments = 50;
+inline constexpr uint64_t kPlainMinSegments = 128;
+
+inline uint64_t counter(const sockredir::Status& s, int index)
+{
+    return s.counters[index];
+}
+
+void sleep_ms(int ms);
+// lstat(2) succeeds: the path exists (a pin, a pin dir, a staging dir).
+bool exists(const std::string& path);
+// The value of " NAME=value" in a child's report line, up to a space or a newline; empty when absent.
+std::string report_field(const std::string& text, const std::string& name);
 
 std::string bin_path();    // $SOCKREDIR_BIN
 std::string object_path(); // $SOCKREDIR_BPF_OBJECT

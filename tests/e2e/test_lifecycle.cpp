@@ -45,12 +45,6 @@ ObjectIds pinned_ids(const std::string& pin_dir)
     return ids;
 }
 
-bool exists(const std::string& path)
-{
-    struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0;
-}
-
 // Staging dirs of an attach ("<pin dir name>-attaching-<pid>") in the bpffs root.
 std::vector<std::string> staging_dirs(const Sandbox& sb)
 {

@@ -12,15 +12,6 @@ using namespace e2e;
 
 namespace {
 
-// Redirected transfers need only the handshake and teardown; 16 MiB by TCP need hundreds.
-constexpr uint64_t kRedirectedMaxSegments = 50;
-constexpr uint64_t kPlainMinSegments = 128;
-
-uint64_t counter(const sockredir::Status& s, int index)
-{
-    return s.counters[index];
-}
-
 TransferSpec to_port(int family, uint16_t port)
 {
     TransferSpec spec;

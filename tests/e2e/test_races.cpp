@@ -246,15 +246,6 @@ int run_races(const Channel& ch, const std::string& cgroup, const std::string& p
     return 0;
 }
 
-std::string field(const std::string& text, const std::string& name)
-{
-    const auto at = text.find(" " + name + "=");
-    if (at == std::string::npos)
-        return "-1";
-    const auto from = at + name.size() + 2;
-    return text.substr(from, text.find(' ', from) - from);
-}
-
 } // namespace
 
 TEST_CASE("thousands of clients sending right after connect() on busy CPUs race the peer's insertion and never "
@@ -299,27 +290,28 @@ TEST_CASE("thousands of clients sending right after connect() on busy CPUs race 
     const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
 
     REQUIRE_MESSAGE(result.rfind("result ", 0) == 0, result);
-    MESSAGE("connections " << field(result, "verified") << " verified of " << field(result, "started") << " started ("
-                           << field(result, "bytes") << " bytes, every one in order)");
-    MESSAGE("client sockets, plain listeners: redirected "
-            << field(result, "redirected") << ", stayed on TCP (client won the race) " << field(result, "tcp"));
+    MESSAGE("connections " << report_field(result, "verified") << " verified of " << report_field(result, "started")
+                           << " started (" << report_field(result, "bytes") << " bytes, every one in order)");
+    MESSAGE("client sockets, plain listeners: redirected " << report_field(result, "redirected")
+                                                           << ", stayed on TCP (client won the race) "
+                                                           << report_field(result, "tcp"));
     MESSAGE("client sockets, TCP_DEFER_ACCEPT listeners: redirected "
-            << field(result, "deferred_redirected") << ", stayed on TCP (client won the race) "
-            << field(result, "deferred_tcp") << "; not in the map " << field(result, "not_in_map"));
+            << report_field(result, "deferred_redirected") << ", stayed on TCP (client won the race) "
+            << report_field(result, "deferred_tcp") << "; not in the map " << report_field(result, "not_in_map"));
     MESSAGE("counters: sockets added " << status.counters[SOCKREDIR_SOCKETS_ADDED] << ", messages redirected "
                                        << status.counters[SOCKREDIR_MSG_REDIRECTED] << " ("
                                        << status.counters[SOCKREDIR_BYTES_REDIRECTED] << " bytes), messages passed "
                                        << status.counters[SOCKREDIR_MSG_PASSED] << "; blocking recv() EAGAIN "
-                                       << field(result, "eagain") << "; " << cpus << " busy loops; wall time "
+                                       << report_field(result, "eagain") << "; " << cpus << " busy loops; wall time "
                                        << seconds << " s");
     INFO(result);
-    CHECK(field(result, "errors") == "0");
-    CHECK(field(result, "verified") == field(result, "started"));
-    CHECK(std::stoi(field(result, "started")) >= 1000);
+    CHECK(report_field(result, "errors") == "0");
+    CHECK(report_field(result, "verified") == report_field(result, "started"));
+    CHECK(std::stoi(report_field(result, "started")) >= 1000);
     // Both outcomes of the race happened: some clients found their peer, some sent before it was in the map.
-    CHECK(std::stoi(field(result, "redirected")) > 0);
-    CHECK(std::stoi(field(result, "deferred_tcp")) > 0);
-    CHECK(field(result, "not_in_map") == "0");
+    CHECK(std::stoi(report_field(result, "redirected")) > 0);
+    CHECK(std::stoi(report_field(result, "deferred_tcp")) > 0);
+    CHECK(report_field(result, "not_in_map") == "0");
     CHECK(status.counters[SOCKREDIR_MSG_PASSED] > 0);
     CHECK_MESSAGE(left.progs.empty(), describe(left));
     CHECK_MESSAGE(left.maps.empty(), describe(left));

@@ -17,17 +17,6 @@ using namespace e2e;
 
 namespace {
 
-// Handshake and teardown of one connection seen from both ends are under 10 segments each way; a redirected
-// 16 MiB transfer must stay near that. On TCP the same 16 MiB needs at least 256 skbs of 64 KiB (the lo MTU;
-// the kernel counts a GSO/GRO skb once), so a plain transfer is at least 128 with room to spare.
-constexpr uint64_t kRedirectedMaxSegments = 50;
-constexpr uint64_t kPlainMinSegments = 128;
-
-uint64_t counter(const sockredir::Status& s, int index)
-{
-    return s.counters[index];
-}
-
 // The value of "name":<number> in a JSON text, enough for status --json.
 uint64_t json_number(const std::string& json, const std::string& name)
 {

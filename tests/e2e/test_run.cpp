@@ -22,17 +22,6 @@ using namespace e2e;
 
 namespace {
 
-bool exists(const std::string& path)
-{
-    struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0;
-}
-
-void sleep_ms(int ms)
-{
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-}
-
 std::string read_or_empty(const std::string& path)
 {
     try {

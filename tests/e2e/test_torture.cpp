@@ -271,11 +271,6 @@ void receive_blocking(int fd, StreamCheck& check, bool peek)
     check.finish();
 }
 
-void sleep_ms(int ms)
-{
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-}
-
 // Sends one direction in order with blocking I/O; wait_late() is called before the first write after the half-close.
 void send_blocking(int fd, const DirectionPlan& d, const std::function<void()>& wait_late)
 {
@@ -941,15 +936,6 @@ Exposure classify(const std::string& times, const std::vector<Transition>& log, 
     return e;
 }
 
-std::string field(const std::string& text, const std::string& name)
-{
-    const auto at = text.find(" " + name + "=");
-    if (at == std::string::npos)
-        return {};
-    const auto from = at + name.size() + 2;
-    return text.substr(from, text.find_first_of(" \n", from) - from);
-}
-
 } // namespace
 
 TEST_CASE("hundreds of two-way connections through attach, detach and killed attaches lose, duplicate and reorder "
@@ -1020,11 +1006,11 @@ TEST_CASE("hundreds of two-way connections through attach, detach and killed att
     const auto e = classify(times, c.log, true);
     const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
 
-    MESSAGE("connections " << field(result, "conns") << "/" << kConnections << " (" << v6 << " IPv6, " << epolls
+    MESSAGE("connections " << report_field(result, "conns") << "/" << kConnections << " (" << v6 << " IPv6, " << epolls
                            << " epoll server, " << sendfiles << " sendfile directions, " << peeks
-                           << " FIONREAD+MSG_PEEK receivers), at most " << field(result, "max_live")
-                           << " at once; bytes verified up " << field(result, "up") << " + down "
-                           << field(result, "down") << " of " << planned << " planned");
+                           << " FIONREAD+MSG_PEEK receivers), at most " << report_field(result, "max_live")
+                           << " at once; bytes verified up " << report_field(result, "up") << " + down "
+                           << report_field(result, "down") << " of " << planned << " planned");
     MESSAGE("established while attached " << e.while_attached << ", while detached " << e.while_detached
                                           << ", straddling a transition " << e.straddling);
     MESSAGE("transitions: " << c.detaches << " detaches, " << c.attaches << " attaches, " << c.killed_attaches
@@ -1035,14 +1021,14 @@ TEST_CASE("hundreds of two-way connections through attach, detach and killed att
             << ", messages redirected " << counters[SOCKREDIR_MSG_REDIRECTED] << " ("
             << counters[SOCKREDIR_BYTES_REDIRECTED] << " bytes), messages passed to TCP "
             << counters[SOCKREDIR_MSG_PASSED]);
-    MESSAGE(
-        "blocking recv() calls that returned EAGAIN (kernel tcp_bpf_recvmsg, retried): " << field(result, "eagain"));
+    MESSAGE("blocking recv() calls that returned EAGAIN (kernel tcp_bpf_recvmsg, retried): " << report_field(result,
+                                                                                                             "eagain"));
     MESSAGE("wall time " << seconds << " s");
 
     INFO(result.substr(0, result.find("\ntimes")));
-    CHECK(field(result, "errors") == "0");
-    CHECK(field(result, "conns") == std::to_string(kConnections));
-    CHECK(std::stoull(field(result, "up")) + std::stoull(field(result, "down")) == planned);
+    CHECK(report_field(result, "errors") == "0");
+    CHECK(report_field(result, "conns") == std::to_string(kConnections));
+    CHECK(std::stoull(report_field(result, "up")) + std::stoull(report_field(result, "down")) == planned);
     for (const auto& err : c.errors)
         CHECK_MESSAGE(false, err);
     CHECK(c.killed_attaches >= 3);
