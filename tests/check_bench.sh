@@ -27,7 +27,8 @@ trap 'rm -rf -- "$out"' EXIT
 md="$out/benchmarks.md"
 [[ -s "$md" ]] || fail "no $md"
 grep -qx '| workload | plain | redirected | ratio |' "$md" || fail "no results table header in $md"
-grep -qx '| target | measured | met |' "$md" || fail "no targets table in $md"
+grep -qx '| target | measured | met | floor on this machine |' "$md" || fail "no targets table in $md"
+grep -qx '| floor | value |' "$md" || fail "no floors table in $md"
 grep -qx '## Analysis' "$md" || fail "no '## Analysis' heading in $md"
 
 # One row per workload, with three numbers; the same rows printed on stdout.
@@ -66,8 +67,23 @@ for row in "${rows[@]}"; do
     done
 done
 for target in "bulk 128 KiB writes" "ping-pong p50" "redis GET" "attach+detach cycle" "peak RSS of attach"; do
-    grep -q "^| $target.* | \(yes\|no\) |\$" "$md" || fail "no target row '$target' in $md"
+    grep -q "^| $target.* | \(yes\|no\) | [^|]*|\$" "$md" || fail "no target row '$target' in $md"
 done
+# The floors: one number each, in the floors table.
+floors=(
+    "pipe ping-pong 64 B, two CPUs, RTT p50 (µs)"
+    "pipe ping-pong 16 KiB, one CPU, RTT p99 (µs)"
+    "process start and exit: \`sockredir-min --version\` (ms)"
+    "process start and exit: \`bpftool version\` (ms)"
+)
+for row in "${floors[@]}"; do
+    awk -v label="| $row |" -v num="^ $number $" -F'|' '
+        index($0, label) == 1 && NF == 4 && $3 ~ num { found = 1 }
+        END { exit !found }' "$md" || fail "no floor row '$row' with a number in $md"
+done
+# The ping-pong targets name their floor as a ratio.
+grep -q '^| ping-pong p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" || fail "no floor ratio in the ping-pong targets"
+
 
 png="$out/benchmarks.png"
 [[ -s "$png" ]] || fail "no $png"
