@@ -18,6 +18,9 @@ done
 out="$(mktemp -d /tmp/sockredir-bench-smoke.XXXXXX)"
 trap 'rm -rf -- "$out"' EXIT
 
+# A hand-written Analysis in an existing output file survives the run.
+printf '# old\n\n## Analysis\n\nkept-%s\n' "$$" >"$out/benchmarks.md"
+
 # No timing is asserted anywhere: a busy machine changes the numbers, not the structure.
 "$root/tools/bench" --quick --out "$out" >"$out/stdout.txt" 2>"$out/stderr.txt" || {
     cat "$out/stderr.txt" "$out/stdout.txt"
@@ -30,6 +33,8 @@ grep -qx '| workload | plain | redirected | ratio |' "$md" || fail "no results t
 grep -qx '| target | measured | met | floor on this machine |' "$md" || fail "no targets table in $md"
 grep -qx '| floor | value |' "$md" || fail "no floors table in $md"
 grep -qx '## Analysis' "$md" || fail "no '## Analysis' heading in $md"
+grep -qx "kept-$$" "$md" || fail "the existing Analysis section was not kept in $md"
+grep -qx '# old' "$md" && fail "the old report above the Analysis was kept in $md"
 
 # One row per workload, with three numbers; the same rows printed on stdout.
 rows=(
