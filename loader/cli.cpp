@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <string_view>
 
 #include "../elf/error.hpp"
 #include "attach.hpp"
@@ -204,8 +205,17 @@ namespace {
 unsigned kernel_version()
 {
     struct utsname u {};
-    unsigned major = 0, minor = 0;
-    if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2)
+    if (::uname(&u) != 0)
+        return 0;
+    // "MAJOR.MINOR..." by hand: sscanf would link glibc's scanf engine, a tenth of this static binary.
+    const std::string_view release(u.release);
+    const auto dot = release.find('.');
+    uint32_t major = 0, minor = 0;
+    if (dot == std::string_view::npos || !parse_u32(std::string(release.substr(0, dot)), major))
+        return 0;
+    const auto rest = release.substr(dot + 1);
+    const auto end = rest.find_first_not_of("0123456789");
+    if (!parse_u32(std::string(rest.substr(0, end)), minor) || major > 1000 || minor > 999)
         return 0;
     return major * 1000 + minor;
 }
