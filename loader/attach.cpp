@@ -294,6 +294,37 @@ AttachResult attach(const AttachOptions& options)
     return result;
 }
 
+PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports)
+{
+    const PinPaths p = pin_paths(pin_dir);
+    PortsResult result;
+    result.pin_dir = p.dir;
+    if (!is_bpffs(p.parent))
+        return result;
+    // Serialized with attach and detach: a detach cannot set draining between the read and the write below.
+    DirLock lock(p.parent);
+    if (!pin_exists(p.dir))
+        return result;
+    auto c = pinned_config(p.dir);
+    if (!c)
+        throw Error("the pins in " + p.dir + " have no config map; run detach, then attach again");
+    if ((c->value.flags & SOCKREDIR_F_DRAINING) != 0)
+        throw Error("a detach of the pins in " + p.dir + " was interrupted; run detach, then attach again");
+    result.before = format_ports(c->value);
+    sockredir_config next = c->value;
+    replace_ports(ports, next);
+    result.after = format_ports(next);
+    if (std::memcmp(&next, &c->value, sizeof(next)) == 0) {
+        result.outcome = PortsOutcome::Unchanged;
+        return result;
+    }
+    // One BPF_MAP_UPDATE_ELEM: sock_ops reads one word of the bitmap per port, old or new.
+    const uint32_t zero = 0;
+    sys::map_update(c->map.get(), &zero, &next, BPF_ANY);
+    result.outcome = PortsOutcome::Changed;
+    return result;
+}
+
 DetachResult detach(const std::string& pin_dir)
 {
     const PinPaths p = pin_paths(pin_dir);

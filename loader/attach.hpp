@@ -39,6 +39,20 @@ struct DetachResult {
 
 DetachResult detach(const std::string& pin_dir);
 
+enum class PortsOutcome { Changed, Unchanged, NotAttached };
+
+struct PortsResult {
+    PortsOutcome outcome = PortsOutcome::NotAttached;
+    std::string pin_dir;
+    std::string before; // format_ports() of the selection before and after
+    std::string after;
+};
+
+// Replaces the port selection of the attachment pinned in pin_dir (empty ports: every port), in one update of
+// the config map. Connections established from then on follow the new selection; established ones keep their
+// path. Refused while a detach of those pins is unfinished.
+PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports);
+
 // Pin names inside the pin dir.
 inline constexpr const char* kPinLink = "sockops_link";
 

@@ -32,6 +32,7 @@ const char* const kUsage =
     "       sockredir-min status [--pin-dir DIR] [--json]\n"
     "       sockredir-min check\n"
     "       sockredir-min run [--cgroup DIR] [--pin-dir DIR] [--object FILE] [--max-sockets N] [--ports LIST]\n"
+    "       sockredir-min ports [--pin-dir DIR] LIST|all\n"
     "       sockredir-min --help | --version\n"
     "\n"
     "Redirects TCP data between sockets on this host straight into the peer socket\n"
@@ -43,6 +44,8 @@ const char* const kUsage =
     "  status   show whether it is attached, ids, sockets in the map and counters\n"
     "  check    tell whether this kernel can run sockredir: one line per feature, a verdict\n"
     "  run      attach, stay in the foreground until SIGTERM or SIGINT, then detach\n"
+    "  ports    change the port selection of the attachment, live: connections\n"
+    "           established from now on follow it, established ones keep their path\n"
     "\n"
     "  --ports LIST  accelerate only connections with a local or remote port in LIST\n"
     "                (like 6379,5432,8000-8100); default: every same-host connection\n"
@@ -104,11 +107,24 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
         c.verb = Verb::Check;
     else if (verb == "run")
         c.verb = Verb::Run;
+    else if (verb == "ports")
+        c.verb = Verb::Ports;
     else
         return usage_error("unknown command '" + verb + "'");
 
+    bool have_selection = false; // ports: its one argument
     for (size_t i = 1; i < args.size(); ++i) {
         std::string opt = args[i];
+        if (c.verb == Verb::Ports && !have_selection && !opt.empty() && opt[0] != '-') {
+            have_selection = true;
+            if (opt == "all")
+                continue; // c.ports stays empty: every port
+            const auto ports = parse_ports(opt);
+            if (!ports)
+                return usage_error("ports needs a list of ports 1-65535 and ranges, like 80,443,8000-8100, or all");
+            c.ports = *ports;
+            continue;
+        }
         std::string value;
         bool has_value = false;
         if (opt.rfind("--", 0) == 0) {
@@ -164,6 +180,8 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
             c.json = true;
         }
     }
+    if (c.verb == Verb::Ports && !have_selection)
+        return usage_error("ports needs a list of ports (like 80,443,8000-8100) or all");
     return {c, {}};
 }
 
@@ -377,6 +395,21 @@ int run(const Command& c)
         }
         case Verb::Run:
             return run_foreground(c);
+        case Verb::Ports: {
+            const auto r = set_ports(c.pin_dir, c.ports);
+            switch (r.outcome) {
+            case PortsOutcome::NotAttached:
+                throw Error("not attached (no pins in " + r.pin_dir + ")");
+            case PortsOutcome::Unchanged:
+                std::printf("ports: %s (unchanged)\n", r.after.c_str());
+                return kExitOk;
+            case PortsOutcome::Changed:
+                std::printf("ports: %s (was %s); new connections follow it, established ones keep their path\n",
+                            r.after.c_str(), r.before.c_str());
+                return kExitOk;
+            }
+            return kExitFailure;
+        }
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "sockredir-min: %s\n", describe_error(e).c_str());

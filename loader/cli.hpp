@@ -11,7 +11,7 @@
 
 namespace sockredir {
 
-enum class Verb { Attach, Detach, Status, Check, Run, Help, Version };
+enum class Verb { Attach, Detach, Status, Check, Run, Ports, Help, Version };
 
 struct Command {
     Verb verb = Verb::Help;
@@ -19,7 +19,7 @@ struct Command {
     std::string pin_dir;
     std::string object_file;
     uint32_t max_sockets = 0;
-    PortRanges ports; // empty: every port
+    PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
     bool json = false;
 };
 

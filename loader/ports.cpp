@@ -58,6 +58,14 @@ void apply_ports(const PortRanges& ports, sockredir_config& config)
             config.ports[p / 64] |= uint64_t{1} << (p % 64);
 }
 
+void replace_ports(const PortRanges& ports, sockredir_config& config)
+{
+    config.flags &= ~static_cast<uint32_t>(SOCKREDIR_F_PORTS);
+    for (auto& word : config.ports)
+        word = 0;
+    apply_ports(ports, config);
+}
+
 std::string format_ports(const sockredir_config& config)
 {
     if ((config.flags & SOCKREDIR_F_PORTS) == 0)

@@ -23,6 +23,9 @@ std::optional<PortRanges> parse_ports(std::string_view text);
 // selection; leaves config as it is for an empty one.
 void apply_ports(const PortRanges& ports, sockredir_config& config);
 
+// Replaces the selection of config (flag and bitmap) by ports; empty: every port. Other flags are kept.
+void replace_ports(const PortRanges& ports, sockredir_config& config);
+
 // The selection held by a config as "all" or "80,443,8000-8100".
 std::string format_ports(const sockredir_config& config);
 

@@ -248,7 +248,7 @@ TEST_CASE("run takes the options of attach and no other")
 
 TEST_CASE("the usage names every verb")
 {
-    for (const char* verb : {"attach", "detach", "status", "check", "run"}) {
+    for (const char* verb : {"attach", "detach", "status", "check", "run", "ports"}) {
         CAPTURE(verb);
         CHECK(std::string(kUsage).find(std::string("sockredir-min ") + verb) != std::string::npos);
     }
@@ -286,4 +286,46 @@ TEST_CASE("a port selection round-trips through the config bitmap that sock_ops 
     CHECK(((cfg.ports[6380 / 64] >> (6380 % 64)) & 1) == 0);
     CHECK(((cfg.ports[65535 / 64] >> 63) & 1) == 1);
     CHECK((cfg.ports[0] & 1) == 0); // port 0 is never selected
+}
+
+TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
+{
+    const auto c = parsed({"ports", "6379,8000-8100"});
+    CHECK(c.verb == Verb::Ports);
+    REQUIRE(c.ports.size() == 2);
+    CHECK(c.ports[1] == std::pair<uint16_t, uint16_t>{8000, 8100});
+    CHECK(c.pin_dir.empty());
+    const auto all = parsed({"ports", "--pin-dir", "/sys/fs/bpf/x", "all"});
+    CHECK(all.verb == Verb::Ports);
+    CHECK(all.ports.empty()); // every port
+    CHECK(all.pin_dir == "/sys/fs/bpf/x");
+    CHECK(parsed({"ports", "80", "--pin-dir=/p"}).pin_dir == "/p");
+    CHECK(usage_error({"ports"}).find("ports needs a list of ports") == 0);
+    CHECK(usage_error({"ports", "--pin-dir", "/p"}).find("ports needs a list of ports") == 0);
+    for (const char* bad : {"0", "65536", "80,", "90-80", "ALL", "none"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"ports", bad}).find("ports needs a list of ports") == 0);
+    }
+    CHECK(usage_error({"ports", "80", "81"}).find("unexpected argument '81'") == 0);
+    CHECK(usage_error({"ports", "all", "all"}).find("unexpected argument 'all'") == 0);
+    CHECK(usage_error({"ports", "--ports", "80"}).find("unknown option '--ports'") == 0);
+    CHECK(usage_error({"ports", "--json", "80"}).find("unknown option '--json'") == 0);
+    CHECK(usage_error({"ports", "--cgroup", "/c", "80"}).find("unknown option '--cgroup'") == 0);
+    // A selection is no argument of any other verb.
+    CHECK(usage_error({"detach", "80"}).find("unexpected argument '80'") == 0);
+}
+
+TEST_CASE("replace_ports swaps the whole selection and keeps the other flags")
+{
+    sockredir_config cfg{};
+    cfg.flags = SOCKREDIR_F_DRAINING;
+    apply_ports(*parse_ports("80,6379"), cfg);
+    replace_ports(*parse_ports("443"), cfg);
+    CHECK(format_ports(cfg) == "443"); // 80 and 6379 are gone, not added to
+    CHECK((cfg.flags & SOCKREDIR_F_DRAINING) != 0);
+    replace_ports({}, cfg);
+    CHECK(format_ports(cfg) == "all");
+    CHECK(cfg.flags == SOCKREDIR_F_DRAINING);
+    for (const auto word : cfg.ports)
+        CHECK(word == 0);
 }

@@ -1,8 +1,11 @@
-// attach --ports: connections of a selected port are redirected, all others stay on TCP and never enter the map.
+// attach --ports and ports: connections of a selected port are redirected, all others stay on TCP and never enter
+// the map; the selection changes live.
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <csignal>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "harness.hpp"
@@ -20,6 +23,26 @@ TransferSpec to_port(int family, uint16_t port)
     spec.connect_addr = spec.server_addr;
     spec.server_port = port;
     return spec;
+}
+
+struct Delta {
+    uint64_t added = 0;
+    uint64_t redirected = 0;
+};
+
+// One transfer to `port` in a private netns of the sandbox's cgroup, and what it moved in the counters.
+Delta transfer_delta(const Sandbox& sb, TransferSpec spec, TransferReport& report)
+{
+    const auto before = sockredir::read_status(sb.pin_dir());
+    report = transfer_in_netns(sb.cgroup.path(), spec);
+    const auto after = sockredir::read_status(sb.pin_dir());
+    return {counter(after, SOCKREDIR_SOCKETS_ADDED) - counter(before, SOCKREDIR_SOCKETS_ADDED),
+            counter(after, SOCKREDIR_BYTES_REDIRECTED) - counter(before, SOCKREDIR_BYTES_REDIRECTED)};
+}
+
+std::string ports_of(const Sandbox& sb)
+{
+    return sockredir::read_status(sb.pin_dir()).ports;
 }
 
 } // namespace
@@ -66,4 +89,84 @@ TEST_CASE("attach --ports redirects connections of a selected port and leaves ev
             CHECK(r.segs_in >= kPlainMinSegments);
         }
     }
+}
+
+TEST_CASE("ports changes the selection live: new connections follow it, established ones keep their path")
+{
+    E2E_REQUIRE_KERNEL();
+    Sandbox sb;
+    auto args = sb.attach_args();
+    args.insert(args.end(), {"--ports", "5001"});
+    const auto a = run_bin(args);
+    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+    REQUIRE(ports_of(sb) == "5001");
+
+    // Established on 5001 while it was selected; the selection moves to 5002 before the first byte is sent.
+    TransferReport r;
+    auto spec = to_port(AF_INET, 5001);
+    const std::string pin_dir = sb.pin_dir();
+    spec.after_connect = [&pin_dir] {
+        const auto p = run_bin({"ports", "--pin-dir", pin_dir, "5002"});
+        if (p.exit_code != 0)
+            throw std::runtime_error("ports 5002 failed: " + p.err);
+    };
+    auto d = transfer_delta(sb, spec, r);
+    REQUIRE_MESSAGE(r.ok, r.error);
+    CHECK(ports_of(sb) == "5002");
+    CHECK(d.added == 2);
+    CHECK(d.redirected == r.received); // kept its path: every byte redirected
+    CHECK(r.segs_in < kRedirectedMaxSegments);
+
+    // New connections follow the new selection.
+    d = transfer_delta(sb, to_port(AF_INET, 5001), r);
+    REQUIRE_MESSAGE(r.ok, r.error);
+    CHECK(d.added == 0);
+    CHECK(d.redirected == 0);
+    CHECK(r.segs_in >= kPlainMinSegments);
+    d = transfer_delta(sb, to_port(AF_INET6, 5002), r);
+    REQUIRE_MESSAGE(r.ok, r.error);
+    CHECK(d.added == 2);
+    CHECK(d.redirected == r.received);
+
+    // The same selection again changes nothing and says so; "all" lifts the selection.
+    const auto same = run_bin({"ports", "--pin-dir", pin_dir, "5002"});
+    CHECK(same.exit_code == 0);
+    CHECK(same.out.find("(unchanged)") != std::string::npos);
+    const auto all = run_bin({"ports", "--pin-dir", pin_dir, "all"});
+    REQUIRE_MESSAGE(all.exit_code == 0, all.err);
+    CHECK(all.out.find("ports: all (was 5002)") == 0);
+    CHECK(ports_of(sb) == "all");
+    d = transfer_delta(sb, to_port(AF_INET, 5003), r);
+    REQUIRE_MESSAGE(r.ok, r.error);
+    CHECK(d.added == 2);
+    CHECK(d.redirected == r.received);
+}
+
+TEST_CASE("ports refuses without an attachment and during an interrupted detach, and changes nothing")
+{
+    E2E_REQUIRE_KERNEL();
+    Sandbox sb;
+    const auto none = run_bin({"ports", "--pin-dir", sb.pin_dir(), "80"});
+    CHECK(none.exit_code == 1);
+    CHECK(line_count(none.err) == 1);
+    CHECK(none.err.find("not attached (no pins in " + sb.pin_dir() + ")") != std::string::npos);
+
+    auto args = sb.attach_args();
+    args.insert(args.end(), {"--ports", "80"});
+    const auto a = run_bin(args);
+    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+    // A detach killed right after it set draining leaves the pins in place.
+    RunOptions kill;
+    kill.env = {"SOCKREDIR_TEST_KILL_AFTER=drain"};
+    const auto killed = run_bin({"detach", "--pin-dir", sb.pin_dir()}, kill);
+    REQUIRE(killed.signal == SIGKILL);
+    const auto p = run_bin({"ports", "--pin-dir", sb.pin_dir(), "443"});
+    CHECK(p.exit_code == 1);
+    CHECK(line_count(p.err) == 1);
+    CHECK(p.err.find("a detach of the pins in " + sb.pin_dir() + " was interrupted; run detach") !=
+          std::string::npos);
+    CHECK(ports_of(sb) == "80");
+    const auto d = run_bin({"detach", "--pin-dir", sb.pin_dir()});
+    CHECK(d.exit_code == 0);
+    CHECK_FALSE(exists(sb.pin_dir()));
 }
