@@ -86,6 +86,14 @@ for row in "${floors[@]}"; do
         index($0, label) == 1 && NF == 4 && $3 ~ num { found = 1 }
         END { exit !found }' "$md" || fail "no floor row '$row' with a number in $md"
 done
+# Our programs' cost: each workload of the extra pass ran sk_msg (runs > 0) and has a cost per run.
+grep -qx '| workload | program | runs | ns per run |' "$md" || fail "no program cost table in $md"
+for workload in "iperf3 -l 64 B" "iperf3 -l 128 KiB" "sockperf pp -m 64, one CPU"; do
+    awk -v label="| $workload | \`sk_msg\` |" -v num="^ $number $" -F'|' '
+        index($0, label) == 1 && NF == 6 && $4 ~ num && $4 !~ /^ 0 $/ && $5 ~ num { found = 1 }
+        END { exit !found }' "$md" || fail "no sk_msg cost row with runs for '$workload' in $md"
+done
+
 # The ping-pong targets name their floor as a ratio.
 grep -q '^| ping-pong p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" || fail "no floor ratio in the ping-pong targets"
 
