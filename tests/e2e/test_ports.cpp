@@ -40,6 +40,14 @@ Delta transfer_delta(const Sandbox& sb, TransferSpec spec, TransferReport& repor
             counter(after, SOCKREDIR_BYTES_REDIRECTED) - counter(before, SOCKREDIR_BYTES_REDIRECTED)};
 }
 
+void attach_with_ports(const Sandbox& sb, const std::string& list)
+{
+    auto args = sb.attach_args();
+    args.insert(args.end(), {"--ports", list});
+    const auto a = run_bin(args);
+    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+}
+
 std::string ports_of(const Sandbox& sb)
 {
     return sockredir::read_status(sb.pin_dir()).ports;
@@ -51,10 +59,7 @@ TEST_CASE("attach --ports redirects connections of a selected port and leaves ev
 {
     E2E_REQUIRE_KERNEL();
     Sandbox sb;
-    auto args = sb.attach_args();
-    args.insert(args.end(), {"--ports", "5001,6000-6010"});
-    const auto a = run_bin(args);
-    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+    attach_with_ports(sb, "5001,6000-6010");
 
     const auto st = run_bin({"status", "--json", "--pin-dir", sb.pin_dir()});
     REQUIRE(st.exit_code == 0);
@@ -95,10 +100,7 @@ TEST_CASE("ports changes the selection live: new connections follow it, establis
 {
     E2E_REQUIRE_KERNEL();
     Sandbox sb;
-    auto args = sb.attach_args();
-    args.insert(args.end(), {"--ports", "5001"});
-    const auto a = run_bin(args);
-    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+    attach_with_ports(sb, "5001");
     REQUIRE(ports_of(sb) == "5001");
 
     // Established on 5001 while it was selected; the selection moves to 5002 before the first byte is sent.
@@ -151,10 +153,7 @@ TEST_CASE("ports refuses without an attachment and during an interrupted detach,
     CHECK(line_count(none.err) == 1);
     CHECK(none.err.find("not attached (no pins in " + sb.pin_dir() + ")") != std::string::npos);
 
-    auto args = sb.attach_args();
-    args.insert(args.end(), {"--ports", "80"});
-    const auto a = run_bin(args);
-    REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+    attach_with_ports(sb, "80");
     // A detach killed right after it set draining leaves the pins in place.
     RunOptions kill;
     kill.env = {"SOCKREDIR_TEST_KILL_AFTER=drain"};
