@@ -45,7 +45,6 @@ pg_port=15432
 # --- everything this script creates, undone by cleanup on every exit path ----------
 name="sockredir-servers-$$"
 work=""
-attached=0
 client_pids=()
 server_pids=()
 
@@ -73,17 +72,11 @@ cleanup() {
     for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
         stop_pid "${server_pids[i]}"
     done
-    if ((attached)); then
-        "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "real_servers.sh: detach failed" >&2
-    fi
-    sandbox_destroy real_servers.sh
+    sandbox_destroy real_servers.sh "$bin"
     [[ -n "$work" ]] && rm -rf -- "$work"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+sandbox_traps cleanup
 
 work="$(mktemp -d /tmp/sockredir-servers.XXXXXX)"
 # The PostgreSQL server (user postgres) and nginx's workers (user nobody) must reach
@@ -382,7 +375,6 @@ run_nginx plain
 run_postgres plain
 
 "$bin" attach --cgroup "$cgroup" --pin-dir "$pin_dir" >/dev/null
-attached=1
 echo "redirected (sockredir-min attach --cgroup $cgroup):"
 counters_before="$(counters)"
 run_redis redirected
@@ -392,7 +384,6 @@ counters_before="$(counters)"
 run_postgres redirected
 "$bin" status --pin-dir "$pin_dir"
 "$bin" detach --pin-dir "$pin_dir" >/dev/null
-attached=0
 
 echo
 printf '%-28s | %12s | %12s | %9s | %9s\n' "workload (requests/s)" "plain" "redirected" "segs pln" "segs red"

@@ -64,7 +64,6 @@ source "$root/tools/lib/sandbox.sh"
 # --- everything this script creates, undone by cleanup on every exit path ----------
 name="sockredir-demo-$$"
 work=""
-attached=0
 pids=()
 
 cleanup() {
@@ -74,17 +73,11 @@ cleanup() {
     for pid in "${pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    if ((attached)); then
-        "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "demo.sh: detach failed" >&2
-    fi
-    sandbox_destroy demo.sh
+    sandbox_destroy demo.sh "$bin"
     [[ -n "$work" ]] && rm -rf -- "$work"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+sandbox_traps cleanup
 
 cgroup_root="$(cgroup2_mount)" || { echo "demo.sh: no cgroup2 mount in /proc/self/mountinfo" >&2; exit 1; }
 work="$(mktemp -d /tmp/sockredir-demo.XXXXXX)"
@@ -168,11 +161,9 @@ run_once plain
 
 echo "demo: run 2/2: redirected (sockredir-min attach --cgroup $cgroup --pin-dir $pin_dir)"
 "$bin" attach --cgroup "$cgroup" --pin-dir "$pin_dir"
-attached=1
 run_once redirected
 "$bin" status --pin-dir "$pin_dir" >"$work/status.txt"
 "$bin" detach --pin-dir "$pin_dir"
-attached=0
 
 python3 - "$work" <<'PY'
 import sys

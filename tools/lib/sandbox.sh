@@ -11,7 +11,8 @@
 #   netns_made  1 once the namespace exists   netns_path        /run/netns/$name
 #   in_sandbox  ("${in_sandbox[@]}" CMD...: run CMD in the cgroup and the namespace)
 #   in_netns    ("${in_netns[@]}" CMD...: run CMD in the namespace only, to look at it)
-# sandbox_destroy undoes all of it; the caller stops its own processes and detaches first.
+# sandbox_destroy undoes all of it, detaching first whatever is attached with pins in pin_dir; the caller
+# stops its own processes before. sandbox_traps CLEANUP installs the caller's cleanup for exit and signals.
 
 # Outside CI a machine that cannot run a test skips it (meson: exit 77); under CI=true that is a failure.
 cannot_run() {
@@ -68,9 +69,23 @@ sandbox_create() {
     in_netns=(nsenter --net="$netns_path" --)
 }
 
-# sandbox_destroy PROG: everything sandbox_create made; PROG names the caller in complaints.
+# sandbox_traps CLEANUP: CLEANUP runs on every exit; a signal exits with 128 + its number.
+sandbox_traps() {
+    # shellcheck disable=SC2064 # the function's name, expanded now on purpose
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+}
+
+# sandbox_destroy PROG BIN: everything sandbox_create made; PROG names the caller in complaints. An
+# attachment pinned in pin_dir (or an attach cut short) is taken down with BIN (sockredir-min) first:
+# detach says "nothing to do" when there is none.
 sandbox_destroy() {
     local pid
+    if [[ -n "$bpffs" ]] && mountpoint -q "$bpffs"; then
+        "$2" detach --pin-dir "$pin_dir" >/dev/null || echo "$1: detach failed" >&2
+    fi
     if [[ -n "$cgroup" && -d "$cgroup" ]]; then
         # Whatever is still in the cgroup was started by the caller (a child of a child, a server's
         # worker); nothing else can have entered it. cgroup.kill where the kernel has it (5.14+).
