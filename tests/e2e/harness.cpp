@@ -45,11 +45,6 @@ namespace {
 
 using sockredir::Fd;
 
-[[noreturn]] void throw_errno(const std::string& what)
-{
-    throw std::runtime_error(what + ": " + std::strerror(errno));
-}
-
 std::string env_or_empty(const char* name)
 {
     const char* v = std::getenv(name);
@@ -644,6 +639,24 @@ sockredir::Fd connect_to(int family, const std::string& addr, uint16_t port, con
     }
 }
 
+void throw_errno(const std::string& what)
+{
+    throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+void send_all(int fd, const void* data, size_t len)
+{
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t done = 0; done < len;) {
+        const ssize_t w = ::send(fd, p + done, len - done, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            throw_errno("send");
+        done += static_cast<size_t>(w);
+    }
+}
+
 void send_pattern(int fd, uint32_t seed, uint64_t offset, uint64_t bytes)
 {
     std::vector<unsigned char> buf(64 * 1024);
@@ -651,16 +664,7 @@ void send_pattern(int fd, uint32_t seed, uint64_t offset, uint64_t bytes)
     while (sent < bytes) {
         const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes - sent));
         fill_pattern(seed, offset + sent, buf.data(), n);
-        size_t done = 0;
-        while (done < n) {
-            const ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                throw_errno("send");
-            }
-            done += static_cast<size_t>(w);
-        }
+        send_all(fd, buf.data(), n);
         sent += n;
     }
 }

@@ -176,6 +176,10 @@ sockredir::Fd connect_to(int family, const std::string& addr, uint16_t port, con
 ssize_t recv_blocking(int fd, void* buf, size_t len, int flags = 0);
 uint64_t spurious_eagain();
 
+// Throws std::runtime_error "WHAT: strerror(errno)".
+[[noreturn]] void throw_errno(const std::string& what);
+// send() until all `len` bytes are out (MSG_NOSIGNAL), retrying EINTR; throws on any other error.
+void send_all(int fd, const void* data, size_t len);
 // Sends `bytes` of the pattern with `seed`, starting at stream offset `offset`.
 void send_pattern(int fd, uint32_t seed, uint64_t offset, uint64_t bytes);
 // Reads to EOF and checks every byte against the pattern; throws at the first wrong byte.

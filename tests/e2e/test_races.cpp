@@ -60,11 +60,6 @@ uint32_t seed_of(uint32_t id)
     return 0x7000000u + id;
 }
 
-[[noreturn]] void fail_errno(const std::string& what)
-{
-    throw std::runtime_error(what + ": " + std::strerror(errno));
-}
-
 // Listener kinds, by connection id % 4: IPv4 / IPv6, and without / with TCP_DEFER_ACCEPT. With TCP_DEFER_ACCEPT (nginx
 // "deferred", haproxy) the server's socket is only created by the client's first data segment, so the client always
 // wins the race; without it, loopback usually completes the handshake on the server inside the client's connect().
@@ -106,7 +101,7 @@ void serve(int fd, Outcome& out)
     for (;;) {
         const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
         if (n < 0)
-            fail_errno("recv");
+            throw_errno("recv");
         if (n == 0)
             break;
         const auto len = static_cast<size_t>(n);
@@ -145,14 +140,7 @@ void client(uint32_t id, int kind, uint16_t port, int path_map, Outcome& out)
         buf.resize(at + size);
         fill_pattern(seed_of(id), offset, buf.data() + at, size);
         first = false;
-        for (size_t done = 0; done < buf.size();) {
-            const ssize_t w = ::send(c.get(), buf.data() + done, buf.size() - done, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0)
-                fail_errno("send");
-            done += static_cast<size_t>(w);
-        }
+        send_all(c.get(), buf.data(), buf.size());
         offset += size;
     }
     // The socket's own verdict: absent (never entered the map), TCP (its data took TCP), or redirected.
@@ -179,9 +167,9 @@ int run_races(const Channel& ch, const std::string& cgroup, const std::string& p
         const int defer_seconds = 5;
         if (deferred(k) &&
             ::setsockopt(listeners[k].get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_seconds, sizeof defer_seconds) != 0)
-            fail_errno("TCP_DEFER_ACCEPT");
+            throw_errno("TCP_DEFER_ACCEPT");
         if (::listen(listeners[k].get(), 1024) != 0)
-            fail_errno("listen");
+            throw_errno("listen");
         ports[k] = local_port(listeners[k].get());
     }
     Outcome out;

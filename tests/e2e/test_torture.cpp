@@ -48,11 +48,6 @@ constexpr int kConnDeadlineMs = 30000;
 constexpr uint32_t kMagic = 0x53525443;
 constexpr size_t kMaxWrite = 1 << 20;
 
-[[noreturn]] void fail_errno(const std::string& what)
-{
-    throw std::runtime_error(what + ": " + std::strerror(errno));
-}
-
 struct Rng {
     uint64_t state;
     uint64_t next()
@@ -191,14 +186,14 @@ Fd pattern_file(uint32_t seed, uint64_t bytes)
     char name[] = "/tmp/sockredir-torture-XXXXXX";
     Fd fd(::mkostemp(name, O_CLOEXEC));
     if (!fd)
-        fail_errno("mkostemp");
+        throw_errno("mkostemp");
     ::unlink(name);
     std::vector<unsigned char> buf(kMaxWrite);
     for (uint64_t off = 0; off < bytes;) {
         const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes - off));
         fill_pattern(seed, off, buf.data(), n);
         if (::pwrite(fd.get(), buf.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n))
-            fail_errno("writing the sendfile source");
+            throw_errno("writing the sendfile source");
         off += n;
     }
     return fd;
@@ -225,7 +220,7 @@ bool peek_round(int fd, StreamCheck& check, std::vector<unsigned char>& peeked, 
 {
     int avail = -1;
     if (::ioctl(fd, FIONREAD, &avail) != 0)
-        fail_errno("FIONREAD");
+        throw_errno("FIONREAD");
     if (avail < 0)
         throw std::runtime_error("FIONREAD returned " + std::to_string(avail));
     if (avail == 0)
@@ -263,7 +258,7 @@ void receive_blocking(int fd, StreamCheck& check, bool peek)
             continue;
         const ssize_t n = recv_blocking(fd, buf.data(), buf.size());
         if (n < 0)
-            fail_errno("recv");
+            throw_errno("recv");
         if (n == 0)
             break;
         check.feed(buf.data(), static_cast<size_t>(n));
@@ -291,25 +286,18 @@ void send_blocking(int fd, const DirectionPlan& d, const std::function<void()>& 
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w <= 0)
-                    fail_errno("sendfile");
+                    throw_errno("sendfile");
                 left -= static_cast<size_t>(w);
             }
         } else {
             buf.resize(n);
             fill_pattern(d.seed, offset, buf.data(), n);
-            for (size_t done = 0; done < n;) {
-                const ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w < 0)
-                    fail_errno("send");
-                done += static_cast<size_t>(w);
-            }
+            send_all(fd, buf.data(), n);
         }
         offset += n;
     }
     if (::shutdown(fd, SHUT_WR) != 0)
-        fail_errno("shutdown(SHUT_WR)");
+        throw_errno("shutdown(SHUT_WR)");
 }
 
 // Shared by the traffic threads of the child: progress and the outcome of every connection.
@@ -417,7 +405,7 @@ void client(Traffic& t, const ConnPlan& p, uint16_t port)
         std::memcpy(header, &kMagic, 4);
         std::memcpy(header + 4, &p.id, 4);
         if (::send(c.get(), header, sizeof header, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof header))
-            fail_errno("sending the header");
+            throw_errno("sending the header");
         run_blocking_end(c.get(), p.up, p.down, p.peek_client, &s.down_got);
     } catch (const std::exception& e) {
         t.error(p.describe() + ", client: " + e.what());
@@ -495,7 +483,7 @@ void epoll_read(Traffic& t, EpollConn& c, std::vector<unsigned char>& peeked, st
         if (n < 0 && errno == EAGAIN)
             return;
         if (n < 0)
-            fail_errno("recv");
+            throw_errno("recv");
         if (n == 0) {
             c.check->finish();
             c.eof = true;
@@ -534,7 +522,7 @@ void epoll_write(EpollConn& c, Clock::time_point now)
             return;
         }
         if (w <= 0)
-            fail_errno(d.sendfile ? "sendfile" : "send");
+            throw_errno(d.sendfile ? "sendfile" : "send");
         c.written += static_cast<uint32_t>(w);
         if (c.written == n) {
             c.offset += n;
@@ -544,7 +532,7 @@ void epoll_write(EpollConn& c, Clock::time_point now)
         }
     }
     if (::shutdown(c.fd.get(), SHUT_WR) != 0)
-        fail_errno("shutdown(SHUT_WR)");
+        throw_errno("shutdown(SHUT_WR)");
     c.shut = true;
 }
 
@@ -553,14 +541,14 @@ void epoll_server(Traffic& t, const std::vector<int>& listeners, const std::atom
 {
     Fd ep(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep)
-        fail_errno("epoll_create1");
+        throw_errno("epoll_create1");
     constexpr uint64_t kListenerTag = 1ULL << 63;
     for (size_t i = 0; i < listeners.size(); ++i) {
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = kListenerTag | i;
         if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, listeners[i], &ev) != 0)
-            fail_errno("epoll_ctl listener");
+            throw_errno("epoll_ctl listener");
     }
     std::map<uint64_t, std::unique_ptr<EpollConn>> conns;
     uint64_t next_key = 0;
@@ -589,7 +577,7 @@ void epoll_server(Traffic& t, const std::vector<int>& listeners, const std::atom
                         0, std::chrono::duration_cast<std::chrono::milliseconds>(c->next_write - now).count())));
         const int n = ::epoll_wait(ep.get(), events, 64, timeout);
         if (n < 0 && errno != EINTR)
-            fail_errno("epoll_wait");
+            throw_errno("epoll_wait");
         now = Clock::now();
         for (int i = 0; i < n; ++i) {
             const uint64_t tag = events[i].data.u64;
@@ -602,7 +590,7 @@ void epoll_server(Traffic& t, const std::vector<int>& listeners, const std::atom
                     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
                     ev.data.u64 = next_key;
                     if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, conn.get(), &ev) != 0)
-                        fail_errno("epoll_ctl");
+                        throw_errno("epoll_ctl");
                     auto c = std::make_unique<EpollConn>();
                     c->fd = std::move(conn);
                     conns.emplace(next_key++, std::move(c));
@@ -672,12 +660,12 @@ int run_traffic(const Channel& ch, const std::string& cgroup, const std::vector<
         for (int e = 0; e < 2; ++e) {
             listeners[f][e] = listen_on(f == 0 ? AF_INET : AF_INET6, f == 0 ? "127.0.0.1" : "::1", 0);
             if (::listen(listeners[f][e].get(), 1024) != 0)
-                fail_errno("listen");
+                throw_errno("listen");
             ports[f][e] = local_port(listeners[f][e].get());
         }
     for (int f = 0; f < 2; ++f)
         if (::fcntl(listeners[f][1].get(), F_SETFL, O_NONBLOCK) != 0)
-            fail_errno("O_NONBLOCK");
+            throw_errno("O_NONBLOCK");
 
     std::atomic<bool> stop{false};
     std::mutex threads_mu;
