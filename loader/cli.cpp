@@ -13,6 +13,7 @@
 
 #include "../elf/error.hpp"
 #include "attach.hpp"
+#include "decimal.hpp"
 #include "embedded.hpp"
 #include "fd.hpp"
 #include "file.hpp"
@@ -59,22 +60,6 @@ ParseResult usage_error(const std::string& message)
     ParseResult r;
     r.error = message + " (see sockredir-min --help)";
     return r;
-}
-
-bool parse_u32(const std::string& text, uint32_t& out)
-{
-    if (text.empty() || text.size() > 10)
-        return false;
-    uint64_t v = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + static_cast<uint64_t>(c - '0');
-    }
-    if (v > UINT32_MAX)
-        return false;
-    out = static_cast<uint32_t>(v);
-    return true;
 }
 
 } // namespace
@@ -174,8 +159,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
                 return usage_error("--ports needs a list of ports 1-65535 and ranges, like 80,443,8000-8100");
             c.ports = *ports;
         } else if (opt == "--max-sockets") {
-            if (!parse_u32(value, c.max_sockets) || c.max_sockets == 0 || c.max_sockets > kMaxSockets)
+            const auto n = parse_decimal(value);
+            if (!n || *n == 0 || *n > kMaxSockets)
                 return usage_error("--max-sockets needs a number from 1 to " + std::to_string(kMaxSockets));
+            c.max_sockets = *n;
         } else if (opt == "--json") {
             c.json = true;
         }
@@ -228,14 +215,14 @@ unsigned kernel_version()
     // "MAJOR.MINOR..." by hand: sscanf would link glibc's scanf engine, a tenth of this static binary.
     const std::string_view release(u.release);
     const auto dot = release.find('.');
-    uint32_t major = 0, minor = 0;
-    if (dot == std::string_view::npos || !parse_u32(std::string(release.substr(0, dot)), major))
+    if (dot == std::string_view::npos)
         return 0;
     const auto rest = release.substr(dot + 1);
-    const auto end = rest.find_first_not_of("0123456789");
-    if (!parse_u32(std::string(rest.substr(0, end)), minor) || major > 1000 || minor > 999)
+    const auto major = parse_decimal(release.substr(0, dot));
+    const auto minor = parse_decimal(rest.substr(0, rest.find_first_not_of("0123456789")));
+    if (!major || !minor || *major > 1000 || *minor > 999)
         return 0;
-    return major * 1000 + minor;
+    return *major * 1000 + *minor;
 }
 
 // attach and run refuse, with check's verdict, on a kernel (or for a caller) that cannot run sockredir: one line

@@ -1,23 +1,18 @@
 // Port lists to and from the bitmap that sock_ops tests once per new connection.
 #include "ports.hpp"
 
+#include "decimal.hpp"
+
 namespace sockredir {
 
 namespace {
 
 std::optional<uint16_t> parse_port(std::string_view text)
 {
-    if (text.empty() || text.size() > 5)
+    const auto v = parse_decimal(text, 5);
+    if (!v || *v == 0 || *v > 65535)
         return std::nullopt;
-    uint32_t v = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9')
-            return std::nullopt;
-        v = v * 10 + static_cast<uint32_t>(c - '0');
-    }
-    if (v == 0 || v > 65535)
-        return std::nullopt;
-    return static_cast<uint16_t>(v);
+    return static_cast<uint16_t>(*v);
 }
 
 bool bit(const sockredir_config& c, uint32_t port)
