@@ -1,5 +1,5 @@
 // From the ELF model to the BPF object model: finds programs, maps, license and checks every map relocation.
-#include "object.hpp"
+#include "elf/object.hpp"
 
 #include <elf.h>
 
@@ -7,9 +7,8 @@
 #include <cstring>
 #include <map>
 
-#include "../bpf/sockredir_shared.h"
-#include "error.hpp"
-#include "reader.hpp"
+#include "elf/reader.hpp"
+#include "loader/base/error.hpp"
 
 namespace sockredir::elf {
 
@@ -65,17 +64,17 @@ std::vector<MapSpec> read_maps(const ElfFile& file, std::map<uint64_t, size_t>& 
         const auto what = "section 'maps': map " + quoted(sym.name);
         if (sym.name.empty())
             throw Error("section 'maps': map symbol #" + std::to_string(sym.index) + " has no name");
-        if (sym.size != sizeof(sockredir_map_def))
+        if (sym.size != sizeof(LegacyMapDef))
             throw Error(what + ": definition is " + std::to_string(sym.size) + " bytes, expected " +
-                        std::to_string(sizeof(sockredir_map_def)));
-        if (sym.value > s->size || s->size - sym.value < sizeof(sockredir_map_def))
+                        std::to_string(sizeof(LegacyMapDef)));
+        if (sym.value > s->size || s->size - sym.value < sizeof(LegacyMapDef))
             throw Error(what + ": definition at offset " + std::to_string(sym.value) + " lies outside the section (" +
                         std::to_string(s->size) + " bytes)");
-        if (sym.value % alignof(sockredir_map_def) != 0)
+        if (sym.value % alignof(LegacyMapDef) != 0)
             throw Error(what + ": definition at offset " + std::to_string(sym.value) + " is misaligned");
         if (map_at.count(sym.value) != 0)
             throw Error(what + ": shares its offset with another map");
-        sockredir_map_def def;
+        LegacyMapDef def;
         std::memcpy(&def, s->data.data() + sym.value, sizeof def);
         MapSpec m;
         m.name = sym.name;

@@ -9,7 +9,21 @@
 #include <string>
 #include <vector>
 
+#include "loader/base/error.hpp"
+
 namespace sockredir::elf {
+
+using base::Error;
+
+// The legacy map definition of the BPF ELF ABI: five u32 in the section "maps" (libbpf's struct bpf_map_def,
+// aya-obj's bpf_map_def). It is the loader's ABI, not an application's.
+struct LegacyMapDef {
+    uint32_t type;
+    uint32_t key_size;
+    uint32_t value_size;
+    uint32_t max_entries;
+    uint32_t map_flags;
+};
 
 // One legacy map definition: a symbol in the "maps" section.
 struct MapSpec {

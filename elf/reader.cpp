@@ -1,5 +1,5 @@
 // ELF64 reader: copies every header out of the input with one bounds-checked accessor, then checks what it copied.
-#include "reader.hpp"
+#include "elf/reader.hpp"
 
 #include <elf.h>
 
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "error.hpp"
+#include "loader/base/error.hpp"
 
 namespace sockredir::elf {
 

@@ -8,7 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "loader/base/error.hpp"
+
 namespace sockredir::elf {
+
+using base::Error;
 
 struct Section {
     uint32_t index = 0;
@@ -59,7 +63,7 @@ struct ElfFile {
     const Section* find_section(std::string_view name) const;
 };
 
-// Parses an ELF64 little-endian relocatable object. Throws sockredir::Error
+// Parses an ELF64 little-endian relocatable object. Throws base::Error
 // naming the section and the defect on any malformed input.
 ElfFile read(std::span<const std::byte> bytes);
 

@@ -1,11 +1,11 @@
 // Test-only ELF64 BPF object builder and byte patcher: every layout from <elf.h>, every access bounds-checked.
-#include "elf_builder.hpp"
+#include "tests/elf_builder.hpp"
 
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 
-#include "loader/embedded.hpp"
+#include "loader/app/embedded.hpp"
 
 namespace sockredir::test {
 
@@ -400,7 +400,7 @@ Bytes real_object()
 {
     if (auto from_env = bpf_object_from_env())
         return *from_env;
-    const auto embedded = embedded_object();
+    const auto embedded = app::embedded_object();
     return Bytes(embedded.begin(), embedded.end());
 }
 

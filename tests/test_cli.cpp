@@ -5,11 +5,13 @@
 #include <string>
 #include <vector>
 
-#include "elf/error.hpp"
-#include "loader/cli.hpp"
-#include "loader/decimal.hpp"
+#include "loader/app/cli.hpp"
+#include "loader/base/decimal.hpp"
+#include "loader/base/error.hpp"
 
 using namespace sockredir;
+using namespace sockredir::base;
+using namespace sockredir::app;
 
 namespace {
 
@@ -199,8 +201,8 @@ TEST_CASE("the exit codes are those of the contract")
 
 TEST_CASE("each kernel refusal is one line that says what the operator can do")
 {
-    using sockredir::describe_error;
-    using sockredir::Error;
+    using sockredir::app::describe_error;
+    using sockredir::base::Error;
     const auto line = [](const Error& e) {
         const std::string d = describe_error(e);
         CHECK(d.find('\n') == std::string::npos);

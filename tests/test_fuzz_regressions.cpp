@@ -12,12 +12,14 @@
 #include <string>
 #include <vector>
 
-#include "elf/error.hpp"
 #include "elf/reader.hpp"
-#include "loader/plan.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/base/error.hpp"
 #include "tests/elf_builder.hpp"
 
 using namespace sockredir;
+using namespace sockredir::base;
+using namespace sockredir::app;
 using namespace sockredir::test;
 
 namespace {
@@ -33,7 +35,7 @@ Bytes file_bytes(const std::filesystem::path& path)
     return out;
 }
 
-// What the fuzz target checks: an input either plans or is refused with sockredir::Error; nothing else escapes.
+// What the fuzz target checks: an input either plans or is refused with sockredir::base::Error; nothing else escapes.
 bool plans_or_refuses(const Bytes& bytes)
 {
     try {
@@ -168,7 +170,7 @@ TEST_CASE("an object with 20000 program sections and 100000 symbols is refused i
 
 // --- the fuzz corpus ------------------------------------------------------------------------------------------
 
-TEST_CASE("every input of the fuzz corpus and of the fuzz regressions plans or is refused with sockredir::Error")
+TEST_CASE("every input of the fuzz corpus and of the fuzz regressions plans or is refused with sockredir::base::Error")
 {
     const char* dir = std::getenv("SOCKREDIR_FUZZ_DIR");
     if (dir == nullptr || *dir == '\0') {

@@ -3,9 +3,9 @@
 
 #include <string>
 
-#include "loader/mounts.hpp"
+#include "loader/ebpf/mounts.hpp"
 
-using namespace sockredir;
+using namespace sockredir::ebpf;
 
 namespace {
 

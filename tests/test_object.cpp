@@ -7,13 +7,15 @@
 #include <string>
 
 #include "bpf/sockredir_shared.h"
-#include "elf/error.hpp"
 #include "elf/object.hpp"
 #include "elf/reader.hpp"
-#include "loader/embedded.hpp"
+#include "loader/app/embedded.hpp"
+#include "loader/base/error.hpp"
 #include "tests/elf_builder.hpp"
 
 using namespace sockredir;
+using namespace sockredir::base;
+using namespace sockredir::app;
 using namespace sockredir::test;
 
 namespace {

@@ -8,14 +8,17 @@
 #include <set>
 
 #include "bpf/sockredir_shared.h"
-#include "elf/error.hpp"
 #include "elf/object.hpp"
-#include "loader/btf.hpp"
-#include "loader/load.hpp"
-#include "loader/plan.hpp"
+#include "loader/app/load.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/base/error.hpp"
+#include "loader/ebpf/btf.hpp"
 #include "tests/elf_builder.hpp"
 
 using namespace sockredir;
+using namespace sockredir::base;
+using namespace sockredir::ebpf;
+using namespace sockredir::app;
 using namespace sockredir::test;
 
 namespace {

@@ -4,9 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "loader/probe.hpp"
+#include "loader/app/probe.hpp"
 
 using namespace sockredir;
+using namespace sockredir::app;
 
 namespace {
 

@@ -3,12 +3,13 @@
 
 #include <elf.h>
 
-#include "elf/error.hpp"
 #include "elf/object.hpp"
 #include "elf/reader.hpp"
+#include "loader/base/error.hpp"
 #include "tests/elf_builder.hpp"
 
 using namespace sockredir;
+using namespace sockredir::base;
 using namespace sockredir::test;
 
 namespace {

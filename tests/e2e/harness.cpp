@@ -30,12 +30,12 @@
 #include <stdexcept>
 #include <thread>
 
-#include "../../bpf/sockredir_shared.h"
-#include "../../elf/error.hpp"
-#include "fd.hpp"
-#include "file.hpp"
-#include "mounts.hpp"
-#include "sys.hpp"
+#include "bpf/sockredir_shared.h"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/sys.hpp"
 
 extern char** environ;
 
@@ -43,7 +43,7 @@ namespace e2e {
 
 namespace {
 
-using sockredir::Fd;
+using sockredir::base::Fd;
 
 std::string env_or_empty(const char* name)
 {
@@ -53,7 +53,7 @@ std::string env_or_empty(const char* name)
 
 std::string cgroup2_mount()
 {
-    const auto found = sockredir::find_cgroup2_mount(sockredir::read_file_text("/proc/self/mountinfo"));
+    const auto found = sockredir::ebpf::find_cgroup2_mount(sockredir::base::read_file_text("/proc/self/mountinfo"));
     if (!found)
         throw std::runtime_error("no cgroup2 mount in /proc/self/mountinfo");
     return *found;
@@ -163,7 +163,7 @@ std::optional<std::string> skip_reason()
     if (::geteuid() != 0)
         return "not root (the kernel tests load BPF programs and make cgroups)";
     try {
-        sockredir::sys::all_prog_ids();
+        sockredir::ebpf::sys::all_prog_ids();
     } catch (const std::exception& e) {
         return std::string("the kernel refuses bpf(2): ") + e.what();
     }
@@ -509,7 +509,7 @@ void run_checked(const std::vector<std::string>& argv)
 
 TcpSegments read_tcp_segments()
 {
-    const std::string text = sockredir::read_file_text("/proc/net/snmp");
+    const std::string text = sockredir::base::read_file_text("/proc/net/snmp");
     std::istringstream lines(text);
     std::string header, values, line;
     while (std::getline(lines, line)) {
@@ -590,7 +590,7 @@ TransferReport TransferReport::decode(const std::string& text)
     return r;
 }
 
-sockredir::Fd listen_on(int family, const std::string& addr, uint16_t port, bool v6only)
+sockredir::base::Fd listen_on(int family, const std::string& addr, uint16_t port, bool v6only)
 {
     Fd server(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!server)
@@ -613,8 +613,8 @@ uint16_t local_port(int fd)
     return port_of(fd);
 }
 
-sockredir::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr,
-                         uint16_t bind_port)
+sockredir::base::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr,
+                               uint16_t bind_port)
 {
     const SockAddr to = make_addr(family, addr, port);
     for (int attempt = 0;; ++attempt) {
@@ -799,9 +799,9 @@ TransferReport transfer_in_netns(const std::string& cgroup, const TransferSpec& 
 ObjectIds snapshot_ids()
 {
     ObjectIds ids;
-    for (auto id : sockredir::sys::all_prog_ids())
+    for (auto id : sockredir::ebpf::sys::all_prog_ids())
         ids.progs.insert(id);
-    for (auto id : sockredir::sys::all_map_ids())
+    for (auto id : sockredir::ebpf::sys::all_map_ids())
         ids.maps.insert(id);
     return ids;
 }
@@ -816,10 +816,10 @@ ObjectIds leftover_ours(const ObjectIds& before, int timeout_ms)
             if (before.progs.count(id) != 0)
                 continue;
             try {
-                const auto fd = sockredir::sys::prog_fd_by_id(id);
-                if (is_our_prog_name(sockredir::sys::prog_info(fd.get()).name))
+                const auto fd = sockredir::ebpf::sys::prog_fd_by_id(id);
+                if (is_our_prog_name(sockredir::ebpf::sys::prog_info(fd.get()).name))
                     ours.progs.insert(id);
-            } catch (const sockredir::Error&) {
+            } catch (const sockredir::base::Error&) {
                 // Freed between the walk and the lookup.
             }
         }
@@ -827,10 +827,10 @@ ObjectIds leftover_ours(const ObjectIds& before, int timeout_ms)
             if (before.maps.count(id) != 0)
                 continue;
             try {
-                const auto fd = sockredir::sys::map_fd_by_id(id);
-                if (is_our_map_name(sockredir::sys::map_info(fd.get()).name))
+                const auto fd = sockredir::ebpf::sys::map_fd_by_id(id);
+                if (is_our_map_name(sockredir::ebpf::sys::map_info(fd.get()).name))
                     ours.maps.insert(id);
-            } catch (const sockredir::Error&) {
+            } catch (const sockredir::base::Error&) {
             }
         }
         // Maps are freed from a workqueue after the last reference goes: give them time.
@@ -856,7 +856,7 @@ std::vector<uint32_t> sockops_attached(const std::string& cgroup)
     Fd fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd)
         throw_errno("opening " + cgroup);
-    return sockredir::sys::prog_query(fd.get(), BPF_CGROUP_SOCK_OPS);
+    return sockredir::ebpf::sys::prog_query(fd.get(), BPF_CGROUP_SOCK_OPS);
 }
 
 std::vector<std::string> list_dir(const std::string& dir)

@@ -13,8 +13,8 @@
 
 #include <doctest/doctest.h>
 
-#include "fd.hpp"
-#include "status.hpp"
+#include "loader/app/status.hpp"
+#include "loader/base/fd.hpp"
 
 namespace e2e {
 
@@ -39,7 +39,7 @@ bool in_ci();
 inline constexpr uint64_t kRedirectedMaxSegments = 50;
 inline constexpr uint64_t kPlainMinSegments = 128;
 
-inline uint64_t counter(const sockredir::Status& s, int index)
+inline uint64_t counter(const sockredir::app::Status& s, int index)
 {
     return s.counters[index];
 }
@@ -165,11 +165,11 @@ void fill_pattern(uint32_t seed, uint64_t offset, unsigned char* buf, size_t len
 
 // Socket building blocks, for tests that put the two ends in different processes.
 // A listening TCP socket bound to addr:port (port 0: any); v6only applies to AF_INET6 only.
-sockredir::Fd listen_on(int family, const std::string& addr, uint16_t port, bool v6only = true);
+sockredir::base::Fd listen_on(int family, const std::string& addr, uint16_t port, bool v6only = true);
 uint16_t local_port(int fd);
 // Connects to addr:port, optionally from bind_addr:bind_port; retries while the route is not up yet.
-sockredir::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr = {},
-                         uint16_t bind_port = 0);
+sockredir::base::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr = {},
+                               uint16_t bind_port = 0);
 // recv() on a blocking socket, retrying EINTR and the spurious EAGAIN of tcp_bpf_recvmsg(), which waits once and
 // gives up after a wakeup that brought no redirected data (README, known limits): a kernel quirk, not data loss.
 // The EAGAINs are counted in spurious_eagain() (this process).

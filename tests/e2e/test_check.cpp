@@ -9,13 +9,13 @@
 
 #include <doctest/doctest.h>
 
-#include "../../elf/error.hpp"
-#include "file.hpp"
 #include "harness.hpp"
-#include "sys.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
-namespace sys = sockredir::sys;
+namespace sys = sockredir::ebpf::sys;
 
 namespace {
 
@@ -39,14 +39,14 @@ size_t probe_objects_left(const ObjectIds& before)
     auto prog_name = [](uint32_t id) {
         try {
             return std::string(sys::prog_info(sys::prog_fd_by_id(id).get()).name);
-        } catch (const sockredir::Error&) {
+        } catch (const sockredir::base::Error&) {
             return std::string(); // freed between the walk and the lookup
         }
     };
     auto map_name = [](uint32_t id) {
         try {
             return std::string(sys::map_info(sys::map_fd_by_id(id).get()).name);
-        } catch (const sockredir::Error&) {
+        } catch (const sockredir::base::Error&) {
             return std::string();
         }
     };
@@ -103,13 +103,13 @@ TEST_CASE("check on this kernel finds every feature, says it can run and exits 0
 TEST_CASE("check mounts nothing and leaves no program or map behind")
 {
     E2E_REQUIRE_KERNEL();
-    const auto mounts_before = split_lines(sockredir::read_file_text("/proc/self/mountinfo"));
+    const auto mounts_before = split_lines(sockredir::base::read_file_text("/proc/self/mountinfo"));
     const auto before = snapshot_ids();
     const auto r = run_bin({"check"});
     CHECK(r.exit_code == 0);
     // Other tests may mount their private instances meanwhile; none of check's business would be under /sys.
     const std::set<std::string> known(mounts_before.begin(), mounts_before.end());
-    for (const auto& line : split_lines(sockredir::read_file_text("/proc/self/mountinfo"))) {
+    for (const auto& line : split_lines(sockredir::base::read_file_text("/proc/self/mountinfo"))) {
         CAPTURE(line);
         CHECK((known.count(line) != 0 || line.find(" /sys/") == std::string::npos));
     }

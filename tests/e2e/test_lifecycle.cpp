@@ -15,18 +15,18 @@
 
 #include <doctest/doctest.h>
 
-#include "../../bpf/sockredir_shared.h"
-#include "attach.hpp"
-#include "embedded.hpp"
-#include "file.hpp"
+#include "bpf/sockredir_shared.h"
 #include "harness.hpp"
-#include "load.hpp"
-#include "plan.hpp"
-#include "status.hpp"
-#include "sys.hpp"
+#include "loader/app/attach.hpp"
+#include "loader/app/embedded.hpp"
+#include "loader/app/load.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/app/status.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
-namespace sys = sockredir::sys;
+namespace sys = sockredir::ebpf::sys;
 
 namespace {
 
@@ -110,7 +110,7 @@ struct Tmpfs {
     ~Tmpfs() { ::umount2(dir.path.c_str(), MNT_DETACH); }
 };
 
-void check_ids_equal(const sockredir::Status& a, const sockredir::Status& b)
+void check_ids_equal(const sockredir::app::Status& a, const sockredir::app::Status& b)
 {
     CHECK(a.attached);
     CHECK(b.attached);
@@ -130,14 +130,14 @@ TEST_CASE("attach when already attached exits 0, says so and changes nothing")
     Sandbox sb;
     const auto first = sb.attach();
     REQUIRE_MESSAGE(first.exit_code == 0, first.err);
-    const auto before = sockredir::read_status(sb.pin_dir());
+    const auto before = sockredir::app::read_status(sb.pin_dir());
     const auto attached = sockops_attached(sb.cgroup.path());
 
     const auto second = sb.attach();
     CHECK(second.exit_code == 0);
     CHECK(second.err.empty());
     CHECK(second.out.find("already attached") != std::string::npos);
-    check_ids_equal(before, sockredir::read_status(sb.pin_dir()));
+    check_ids_equal(before, sockredir::app::read_status(sb.pin_dir()));
     CHECK(sockops_attached(sb.cgroup.path()) == attached);
     CHECK(attached.size() == 1);
 }
@@ -195,7 +195,7 @@ TEST_CASE("another sock_ops program on the cgroup keeps running through attach a
     args.name = "e2e_other";
     const auto other = sys::prog_load(args);
     const uint32_t other_id = sys::prog_info(other.get()).id;
-    const sockredir::Fd cgroup(::open(sb.cgroup.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const sockredir::base::Fd cgroup(::open(sb.cgroup.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     REQUIRE(cgroup.valid());
     sys::prog_attach(other.get(), cgroup.get(), BPF_CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI);
     struct Detacher {
@@ -211,7 +211,7 @@ TEST_CASE("another sock_ops program on the cgroup keeps running through attach a
 
     const auto a = sb.attach();
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
-    const auto ours = sockredir::read_status(sb.pin_dir()).sockops_id;
+    const auto ours = sockredir::app::read_status(sb.pin_dir()).sockops_id;
     auto attached = sockops_attached(sb.cgroup.path());
     std::sort(attached.begin(), attached.end());
     std::vector<uint32_t> expected{other_id, ours};
@@ -277,7 +277,7 @@ TEST_CASE("every bad command line fails with the documented exit code and a one-
             garbage[i] = static_cast<std::byte>((i * 131 + 7) & 0xff);
         const auto garbage_file = dir.write("garbage.o", garbage);
         expect(run_bin({"attach", "--cgroup", cg, "--pin-dir", pin, "--object", garbage_file}), 1, "garbage object");
-        auto real = sockredir::read_file_bytes(object_path());
+        auto real = sockredir::base::read_file_bytes(object_path());
         for (size_t keep : {real.size() / 2, real.size() - 1, size_t{64}}) {
             CAPTURE(keep);
             const auto truncated = dir.write("truncated.o", {real.begin(), real.begin() + static_cast<long>(keep)});
@@ -317,10 +317,10 @@ TEST_CASE("every bad command line fails with the documented exit code and a one-
     {
         const auto a = sb.attach();
         REQUIRE_MESSAGE(a.exit_code == 0, a.err);
-        const auto before = sockredir::read_status(sb.pin_dir());
+        const auto before = sockredir::app::read_status(sb.pin_dir());
         TestCgroup other;
         expect(run_bin({"attach", "--cgroup", other.path(), "--pin-dir", pin}), 1, "attach elsewhere");
-        check_ids_equal(before, sockredir::read_status(sb.pin_dir()));
+        check_ids_equal(before, sockredir::app::read_status(sb.pin_dir()));
         CHECK(sockops_attached(other.path()).empty());
         CHECK(sockops_attached(cg).size() == 1);
     }
@@ -383,7 +383,7 @@ TEST_CASE("an attach or detach killed at any step leaves nothing the next detach
                 CHECK_MESSAGE(a.exit_code == 0, a.err);
                 CHECK(staging_dirs(sb).empty());
                 CHECK(sockops_attached(sb.cgroup.path()).size() == 1);
-                const auto status = sockredir::read_status(sb.pin_dir());
+                const auto status = sockredir::app::read_status(sb.pin_dir());
                 CHECK(status.attached);
                 // An attach that takes over from an interrupted detach must redirect again.
                 CHECK_FALSE(status.draining);
@@ -409,8 +409,8 @@ TEST_CASE("loading the embedded object and dropping the collection leaks no file
     const auto before_ids = snapshot_ids();
     const int before = count_open_fds();
     {
-        const auto plan = sockredir::plan_object(sockredir::embedded_object(), {});
-        const auto collection = sockredir::load(plan);
+        const auto plan = sockredir::app::plan_object(sockredir::app::embedded_object(), {});
+        const auto collection = sockredir::app::load(plan);
         CHECK(collection.programs.size() == 2);
         CHECK(collection.maps.size() == 4);
         CHECK(count_open_fds() > before);

@@ -12,12 +12,12 @@
 
 #include <doctest/doctest.h>
 
-#include "../../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 #include "harness.hpp"
-#include "status.hpp"
+#include "loader/app/status.hpp"
 
 using namespace e2e;
-using sockredir::Fd;
+using sockredir::base::Fd;
 
 namespace {
 
@@ -107,12 +107,12 @@ TEST_CASE("with the sockhash full the extra connections work on TCP with intact 
         return 0;
     });
     REQUIRE(child.channel().receive() == "connected");
-    const auto full = sockredir::read_status(sb.pin_dir());
+    const auto full = sockredir::app::read_status(sb.pin_dir());
     child.channel().send("go");
     const auto text = child.channel().receive(60000);
     const auto report = text.substr(0, text.rfind(" eagain="));
     CHECK(child.wait() == 0);
-    const auto end = sockredir::read_status(sb.pin_dir());
+    const auto end = sockredir::app::read_status(sb.pin_dir());
 
     MESSAGE("max-sockets 4, " << kConnections << " connections: sockets in the map " << full.sockets
                               << ", insert failed " << full.counters[SOCKREDIR_INSERT_FAILED] << ", bytes redirected "

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "harness.hpp"
-#include "status.hpp"
+#include "loader/app/status.hpp"
 
 using namespace e2e;
 
@@ -33,9 +33,9 @@ struct Delta {
 // One transfer to `port` in a private netns of the sandbox's cgroup, and what it moved in the counters.
 Delta transfer_delta(const Sandbox& sb, TransferSpec spec, TransferReport& report)
 {
-    const auto before = sockredir::read_status(sb.pin_dir());
+    const auto before = sockredir::app::read_status(sb.pin_dir());
     report = transfer_in_netns(sb.cgroup.path(), spec);
-    const auto after = sockredir::read_status(sb.pin_dir());
+    const auto after = sockredir::app::read_status(sb.pin_dir());
     return {counter(after, SOCKREDIR_SOCKETS_ADDED) - counter(before, SOCKREDIR_SOCKETS_ADDED),
             counter(after, SOCKREDIR_BYTES_REDIRECTED) - counter(before, SOCKREDIR_BYTES_REDIRECTED)};
 }
@@ -50,7 +50,7 @@ void attach_with_ports(const Sandbox& sb, const std::string& list)
 
 std::string ports_of(const Sandbox& sb)
 {
-    return sockredir::read_status(sb.pin_dir()).ports;
+    return sockredir::app::read_status(sb.pin_dir()).ports;
 }
 
 } // namespace
@@ -73,9 +73,9 @@ TEST_CASE("attach --ports redirects connections of a selected port and leaves ev
     for (const Case& c : {Case{AF_INET, 5001, true}, Case{AF_INET6, 6005, true}, Case{AF_INET, 5002, false},
                           Case{AF_INET6, 5999, false}}) {
         CAPTURE(c.port);
-        const auto before = sockredir::read_status(sb.pin_dir());
+        const auto before = sockredir::app::read_status(sb.pin_dir());
         const auto r = transfer_in_netns(sb.cgroup.path(), to_port(c.family, c.port));
-        const auto after = sockredir::read_status(sb.pin_dir());
+        const auto after = sockredir::app::read_status(sb.pin_dir());
         REQUIRE_MESSAGE(r.ok, r.error);
         MESSAGE("port " << c.port << std::string(c.selected ? " (selected)" : " (not selected)") << ": segments in "
                         << r.segs_in << " out " << r.segs_out);
@@ -162,8 +162,7 @@ TEST_CASE("ports refuses without an attachment and during an interrupted detach,
     const auto p = run_bin({"ports", "--pin-dir", sb.pin_dir(), "443"});
     CHECK(p.exit_code == 1);
     CHECK(line_count(p.err) == 1);
-    CHECK(p.err.find("a detach of the pins in " + sb.pin_dir() + " was interrupted; run detach") !=
-          std::string::npos);
+    CHECK(p.err.find("a detach of the pins in " + sb.pin_dir() + " was interrupted; run detach") != std::string::npos);
     CHECK(ports_of(sb) == "80");
     const auto d = run_bin({"detach", "--pin-dir", sb.pin_dir()});
     CHECK(d.exit_code == 0);

@@ -17,13 +17,13 @@
 
 #include <doctest/doctest.h>
 
-#include "../../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 #include "harness.hpp"
-#include "status.hpp"
-#include "sys.hpp"
+#include "loader/app/status.hpp"
+#include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
-using sockredir::Fd;
+using sockredir::base::Fd;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -146,7 +146,7 @@ void client(uint32_t id, int kind, uint16_t port, int path_map, Outcome& out)
     // The socket's own verdict: absent (never entered the map), TCP (its data took TCP), or redirected.
     const int key = c.get();
     uint32_t path = 0;
-    if (!sockredir::sys::map_lookup(path_map, &key, &path))
+    if (!sockredir::ebpf::sys::map_lookup(path_map, &key, &path))
         ++out.not_in_map;
     else if (path == SOCKREDIR_PATH_TCP)
         ++out.tcp[deferred(kind)];
@@ -159,7 +159,7 @@ int run_races(const Channel& ch, const std::string& cgroup, const std::string& p
     enter_cgroup(cgroup);
     enter_private_netns();
     // Socket storage can be read from user space with the socket's fd as the key.
-    Fd path_map = sockredir::sys::obj_get(pin_dir + "/" + SOCKREDIR_MAP_PATH);
+    Fd path_map = sockredir::ebpf::sys::obj_get(pin_dir + "/" + SOCKREDIR_MAP_PATH);
     Fd listeners[kKinds];
     uint16_t ports[kKinds];
     for (int k = 0; k < kKinds; ++k) {
@@ -271,7 +271,7 @@ TEST_CASE("thousands of clients sending right after connect() on busy CPUs race 
         CHECK(traffic.wait(30000) == 0);
     }
     burners.clear();
-    const auto status = sockredir::read_status(sb.pin_dir());
+    const auto status = sockredir::app::read_status(sb.pin_dir());
     const auto d = sb.detach();
     CHECK_MESSAGE(d.exit_code == 0, d.err);
     const auto left = leftover_ours(ids_before);

@@ -9,9 +9,9 @@
 
 #include <doctest/doctest.h>
 
-#include "../../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 #include "harness.hpp"
-#include "status.hpp"
+#include "loader/app/status.hpp"
 
 using namespace e2e;
 
@@ -72,9 +72,9 @@ TEST_CASE("same-host TCP data skips the TCP stack over 127.0.0.1, ::1 and into a
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
     for (const auto& c : loopback_cases()) {
         INFO("redirected " << c.name);
-        const auto before = sockredir::read_status(sb.pin_dir());
+        const auto before = sockredir::app::read_status(sb.pin_dir());
         const auto r = transfer_in_netns(sb.cgroup.path(), c.spec);
-        const auto after = sockredir::read_status(sb.pin_dir());
+        const auto after = sockredir::app::read_status(sb.pin_dir());
         REQUIRE_MESSAGE(r.ok, r.error);
         MESSAGE("redirected " << c.name << ": " << r.received << " bytes, segments in " << r.segs_in << " out "
                               << r.segs_out);
@@ -127,7 +127,7 @@ TEST_CASE("two namespaces in one cgroup with identical 4-tuples at the same time
     REQUIRE(one.channel().receive() == "connected");
     REQUIRE(two.channel().receive() == "connected");
 
-    const auto mid = sockredir::read_status(sb.pin_dir());
+    const auto mid = sockredir::app::read_status(sb.pin_dir());
     CHECK(mid.sockets == 4);
 
     one.channel().send("go");
@@ -143,7 +143,7 @@ TEST_CASE("two namespaces in one cgroup with identical 4-tuples at the same time
                                         << " out " << r2.segs_out);
     CHECK(r1.segs_in < kRedirectedMaxSegments);
     CHECK(r2.segs_in < kRedirectedMaxSegments);
-    const auto end = sockredir::read_status(sb.pin_dir());
+    const auto end = sockredir::app::read_status(sb.pin_dir());
     CHECK(counter(end, SOCKREDIR_BYTES_REDIRECTED) == 2 * (16ULL << 20));
 }
 
@@ -169,7 +169,7 @@ TEST_CASE("a connection between two namespaces over a veth pair stays off the ma
         const auto before = read_tcp_segments();
         auto listener = listen_on(AF_INET, "10.231.0.2", 40100);
         ch.send("listening");
-        sockredir::Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        sockredir::base::Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!conn)
             throw std::runtime_error("accept failed");
         TransferReport r;
@@ -209,13 +209,13 @@ TEST_CASE("a connection between two namespaces over a veth pair stays off the ma
     server.channel().send("configure");
     REQUIRE(server.channel().receive() == "listening");
 
-    const auto before = sockredir::read_status(sb.pin_dir());
+    const auto before = sockredir::app::read_status(sb.pin_dir());
     client.channel().send("send");
     const auto r = TransferReport::decode(server.channel().receive(60000));
     CHECK(client.channel().receive() == "done");
     CHECK(client.wait() == 0);
     CHECK(server.wait() == 0);
-    const auto after = sockredir::read_status(sb.pin_dir());
+    const auto after = sockredir::app::read_status(sb.pin_dir());
 
     REQUIRE_MESSAGE(r.ok, r.error);
     MESSAGE("veth: " << r.received << " bytes, server segments in " << r.segs_in << " out " << r.segs_out);
@@ -295,7 +295,7 @@ void detach_under_traffic(bool receiver_holds)
         });
         TransferReport r;
         try {
-            sockredir::Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+            sockredir::base::Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
             accepted = true;
             if (!conn)
                 throw std::runtime_error("accept failed");
@@ -327,7 +327,7 @@ void detach_under_traffic(bool receiver_holds)
     const uint64_t unread = std::stoull(streaming.substr(17));
     if (receiver_holds)
         CHECK(unread > 0);
-    const auto status = sockredir::read_status(sb.pin_dir());
+    const auto status = sockredir::app::read_status(sb.pin_dir());
     CHECK(status.sockets == 2);
     CHECK(counter(status, SOCKREDIR_MSG_REDIRECTED) > 0);
     const auto d = sb.detach();

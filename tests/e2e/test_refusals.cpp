@@ -6,7 +6,7 @@
 #include <string>
 
 #include "harness.hpp"
-#include "plan.hpp"
+#include "loader/app/plan.hpp"
 
 using namespace e2e;
 
@@ -70,7 +70,7 @@ TEST_CASE("a map the kernel cannot allocate fails with one line that says what t
     // 16 Mi sockhash buckets need far more than 16 MiB; map memory is charged to the creator's memcg.
     auto args = sb.attach_args();
     args.push_back("--max-sockets");
-    args.push_back(std::to_string(sockredir::kMaxSockets));
+    args.push_back(std::to_string(sockredir::app::kMaxSockets));
     const auto r = run_bin(args, in_mem);
     INFO("stdout [" << r.out << "] stderr [" << r.err << "]");
     CHECK(r.exit_code == 1);

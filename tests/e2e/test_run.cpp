@@ -14,9 +14,9 @@
 
 #include <doctest/doctest.h>
 
-#include "file.hpp"
 #include "harness.hpp"
-#include "status.hpp"
+#include "loader/app/status.hpp"
+#include "loader/base/file.hpp"
 
 using namespace e2e;
 
@@ -25,7 +25,7 @@ namespace {
 std::string read_or_empty(const std::string& path)
 {
     try {
-        return sockredir::read_file_text(path);
+        return sockredir::base::read_file_text(path);
     } catch (const std::exception&) {
         return {};
     }
@@ -158,7 +158,7 @@ TEST_CASE("run stays attached and redirecting until SIGTERM or SIGINT, then deta
         REQUIRE_MESSAGE(run.wait_for_output("running until SIGTERM or SIGINT"),
                         "stdout [" << run.out() << "] stderr [" << run.err() << "]");
         CHECK(run.out().find("attached to " + sb.cgroup.path()) == 0);
-        const auto status = sockredir::read_status(sb.pin_dir());
+        const auto status = sockredir::app::read_status(sb.pin_dir());
         CHECK(status.attached);
         CHECK(sockops_attached(sb.cgroup.path()).size() == 1);
 
@@ -174,7 +174,7 @@ TEST_CASE("run stays attached and redirecting until SIGTERM or SIGINT, then deta
 
         // Still running: it waits for a signal, not for time.
         sleep_ms(200);
-        CHECK(sockredir::read_status(sb.pin_dir()).attached);
+        CHECK(sockredir::app::read_status(sb.pin_dir()).attached);
 
         REQUIRE(::kill(run.pid(), sig) == 0);
         CHECK(run.wait() == 0);
@@ -194,13 +194,13 @@ TEST_CASE("run adopts an attachment it finds on the same cgroup and detaches it 
     const auto before = snapshot_ids();
     const auto a = sb.attach();
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
-    const auto link_id = sockredir::read_status(sb.pin_dir()).link_id;
+    const auto link_id = sockredir::app::read_status(sb.pin_dir()).link_id;
 
     Background run(run_args(sb));
     REQUIRE_MESSAGE(run.wait_for_output("running until"), "stderr [" << run.err() << "]");
     CHECK(run.out().find("already attached to " + sb.cgroup.path()) == 0);
     CHECK(run.out().find("adopting it") != std::string::npos);
-    CHECK(sockredir::read_status(sb.pin_dir()).link_id == link_id); // the same attachment, not a new one
+    CHECK(sockredir::app::read_status(sb.pin_dir()).link_id == link_id); // the same attachment, not a new one
 
     REQUIRE(::kill(run.pid(), SIGTERM) == 0);
     CHECK(run.wait() == 0);
@@ -214,14 +214,14 @@ TEST_CASE("a second run on the same pin dir is refused with exit 1 and the first
     const auto before = snapshot_ids();
     Background first(run_args(sb));
     REQUIRE_MESSAGE(first.wait_for_output("running until"), "stderr [" << first.err() << "]");
-    const auto link_id = sockredir::read_status(sb.pin_dir()).link_id;
+    const auto link_id = sockredir::app::read_status(sb.pin_dir()).link_id;
 
     const auto second = run_bin(run_args(sb));
     INFO("second: stdout [" << second.out << "] stderr [" << second.err << "]");
     CHECK(second.exit_code == 1);
     CHECK(line_count(second.err) == 1);
     CHECK(second.err.find("another sockredir-min run owns the attachment") != std::string::npos);
-    const auto status = sockredir::read_status(sb.pin_dir());
+    const auto status = sockredir::app::read_status(sb.pin_dir());
     CHECK(status.attached);
     CHECK(status.link_id == link_id);
 
@@ -240,12 +240,12 @@ TEST_CASE("run leaves alone an attachment that replaced its own while it ran")
     REQUIRE(sb.detach().exit_code == 0);
     const auto a = sb.attach();
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
-    const auto link_id = sockredir::read_status(sb.pin_dir()).link_id;
+    const auto link_id = sockredir::app::read_status(sb.pin_dir()).link_id;
 
     REQUIRE(::kill(run.pid(), SIGTERM) == 0);
     CHECK(run.wait() == 0);
     CHECK(run.out().find("now hold another attachment") != std::string::npos);
-    const auto status = sockredir::read_status(sb.pin_dir());
+    const auto status = sockredir::app::read_status(sb.pin_dir());
     CHECK(status.attached);
     CHECK(status.link_id == link_id);
 }

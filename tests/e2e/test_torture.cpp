@@ -29,12 +29,12 @@
 
 #include <doctest/doctest.h>
 
-#include "../../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 #include "harness.hpp"
-#include "sys.hpp"
+#include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
-using sockredir::Fd;
+using sockredir::base::Fd;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -765,8 +765,8 @@ public:
         if (::lstat(path.c_str(), &st) != 0)
             return;
         try {
-            Fd fd = sockredir::sys::obj_get(path);
-            const uint32_t id = sockredir::sys::map_info(fd.get()).id;
+            Fd fd = sockredir::ebpf::sys::obj_get(path);
+            const uint32_t id = sockredir::ebpf::sys::map_info(fd.get()).id;
             std::lock_guard lock(mu_);
             fds_.emplace(id, std::move(fd));
         } catch (const std::exception&) {
@@ -782,7 +782,7 @@ public:
         for (const auto& [id, fd] : fds_)
             for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
                 std::fill(per_cpu.begin(), per_cpu.end(), 0);
-                if (sockredir::sys::map_lookup(fd.get(), &i, per_cpu.data()))
+                if (sockredir::ebpf::sys::map_lookup(fd.get(), &i, per_cpu.data()))
                     for (auto v : per_cpu)
                         total[i] += v;
             }

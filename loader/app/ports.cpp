@@ -1,9 +1,11 @@
 // Port lists to and from the bitmap that sock_ops tests once per new connection.
-#include "ports.hpp"
+#include "loader/app/ports.hpp"
 
-#include "decimal.hpp"
+#include "loader/base/decimal.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::parse_decimal;
 
 namespace {
 
@@ -84,4 +86,4 @@ std::string format_ports(const sockredir_config& config)
     return out.empty() ? "none" : out;
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-namespace sockredir {
+namespace sockredir::app {
 
 enum class FeatureState {
     Ok,
@@ -41,4 +41,4 @@ bool has_filesystem(std::string_view proc_filesystems, std::string_view name);
 // statistics some kernels append even to a rejection ("processed 1 insns ...", "verification time ...").
 std::string verifier_reason(std::string_view log);
 
-} // namespace sockredir
+} // namespace sockredir::app

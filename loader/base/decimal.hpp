@@ -7,7 +7,7 @@
 #include <optional>
 #include <string_view>
 
-namespace sockredir {
+namespace sockredir::base {
 
 // The value of `text` when it is 1 to max_digits (at most 10) decimal digits and fits in 32 bits; nothing otherwise.
 inline std::optional<uint32_t> parse_decimal(std::string_view text, size_t max_digits = 10)
@@ -25,4 +25,4 @@ inline std::optional<uint32_t> parse_decimal(std::string_view text, size_t max_d
     return static_cast<uint32_t>(v);
 }
 
-} // namespace sockredir
+} // namespace sockredir::base

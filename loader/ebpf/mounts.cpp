@@ -1,5 +1,5 @@
 // cgroup2 and bpffs discovery from /proc/self/mountinfo and statfs(2), and mount(2) where they are missing.
-#include "mounts.hpp"
+#include "loader/ebpf/mounts.hpp"
 
 #include <linux/magic.h>
 #include <sys/mount.h>
@@ -10,10 +10,13 @@
 #include <cstdio>
 #include <vector>
 
-#include "../elf/error.hpp"
-#include "file.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
 
-namespace sockredir {
+namespace sockredir::ebpf {
+
+using base::Error;
+using base::read_file_text;
 
 namespace {
 
@@ -155,4 +158,4 @@ void ensure_bpffs(const std::string& pin_dir, bool mount_if_missing)
     throw Error("pin dir " + pin_dir + ": " + parent + " is not a bpf filesystem (mount -t bpf bpf " + parent + ")");
 }
 
-} // namespace sockredir
+} // namespace sockredir::ebpf

@@ -1,15 +1,15 @@
 // read(2) loop into memory; files here are small (/proc, /sys, a BPF object).
-#include "file.hpp"
+#include "loader/base/file.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-#include "../elf/error.hpp"
-#include "fd.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
 
-namespace sockredir {
+namespace sockredir::base {
 
 std::vector<std::byte> read_file_bytes(const std::string& path)
 {
@@ -37,4 +37,4 @@ std::string read_file_text(const std::string& path)
     return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-} // namespace sockredir
+} // namespace sockredir::base

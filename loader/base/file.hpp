@@ -5,10 +5,10 @@
 #include <string>
 #include <vector>
 
-namespace sockredir {
+namespace sockredir::base {
 
 // Throws sockredir::Error("cannot read PATH: <errno>") on failure.
 std::vector<std::byte> read_file_bytes(const std::string& path);
 std::string read_file_text(const std::string& path);
 
-} // namespace sockredir
+} // namespace sockredir::base

@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <string>
 
-#include "../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 
-namespace sockredir {
+namespace sockredir::app {
 
 struct Status {
     bool attached = false;
@@ -38,4 +38,4 @@ std::string format_json(const Status& s);
 // Names of the counters, in enum order, as status prints them.
 const char* counter_name(int index);
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -5,10 +5,9 @@
 #include <string>
 #include <string_view>
 
-namespace sockredir {
+namespace sockredir::ebpf {
 
 inline constexpr const char* kDefaultBpffs = "/sys/fs/bpf";
-inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockredir";
 
 // The mount point of the first cgroup2 filesystem mounted at its root in a
 // /proc/self/mountinfo text; octal escapes (\040) are decoded.
@@ -27,4 +26,4 @@ void ensure_bpffs(const std::string& pin_dir, bool mount_if_missing);
 
 bool is_bpffs(const std::string& path);
 
-} // namespace sockredir
+} // namespace sockredir::ebpf

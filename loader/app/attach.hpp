@@ -6,9 +6,11 @@
 #include <span>
 #include <string>
 
-#include "ports.hpp"
+#include "loader/app/ports.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockredir";
 
 struct AttachOptions {
     std::string cgroup;  // empty: the cgroup2 root
@@ -66,4 +68,4 @@ bool pin_exists(const std::string& path);
 // itself with SIGKILL right after that step. For crash-safety tests only.
 void step_done(const char* step);
 
-} // namespace sockredir
+} // namespace sockredir::app

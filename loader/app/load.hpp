@@ -4,26 +4,26 @@
 #include <string>
 #include <vector>
 
-#include "fd.hpp"
-#include "plan.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/base/fd.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
 
 struct Map {
     std::string name;
-    Fd fd;
+    base::Fd fd;
 };
 
 struct Program {
     std::string name;
     std::string section;
-    Fd fd;
+    base::Fd fd;
 };
 
 // The live objects of one load, in plan order. Closing it (destruction) frees
 // everything that is not pinned or attached.
 struct Collection {
-    Fd btf;
+    base::Fd btf;
     std::vector<Map> maps;
     std::vector<Program> programs;
 };
@@ -39,4 +39,4 @@ void load_programs(const LoadPlan& plan, Collection& collection);
 // stderr under the program's name before the Error is thrown.
 Collection load(const LoadPlan& plan);
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -1,5 +1,5 @@
 // status: everything comes from the pins and the kernel's answers about them.
-#include "status.hpp"
+#include "loader/app/status.hpp"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -8,14 +8,20 @@
 #include <cstdio>
 #include <vector>
 
-#include "../elf/error.hpp"
-#include "attach.hpp"
-#include "file.hpp"
-#include "mounts.hpp"
-#include "ports.hpp"
-#include "sys.hpp"
+#include "loader/app/attach.hpp"
+#include "loader/app/ports.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/sys.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
+using base::Fd;
+namespace sys = ebpf::sys;
+using base::read_file_text;
+using ebpf::cgroup2_root;
 
 namespace {
 
@@ -216,4 +222,4 @@ std::string format_json(const Status& s)
     return out + "}\n";
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "../elf/error.hpp"
-#include "ports.hpp"
+#include "loader/app/ports.hpp"
+#include "loader/base/error.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
 
 enum class Verb { Attach, Detach, Status, Check, Run, Ports, Help, Version };
 
@@ -41,9 +41,9 @@ int run(const Command& command);
 
 // The one line printed for a failure: the error, plus what the operator can do
 // about the kernel's refusal (privileges, memory, kernel version or features).
-std::string describe_error(const Error& e);
+std::string describe_error(const base::Error& e);
 
 extern const char* const kUsage;
 extern const char* const kVersion;
 
-} // namespace sockredir
+} // namespace sockredir::app

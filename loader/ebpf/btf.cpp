@@ -1,11 +1,11 @@
 // Builds the minimal BTF blob from the kernel's UAPI layouts in <linux/btf.h>.
-#include "btf.hpp"
+#include "loader/ebpf/btf.hpp"
 
 #include <linux/btf.h>
 
 #include <cstring>
 
-namespace sockredir {
+namespace sockredir::ebpf {
 
 std::vector<std::byte> minimal_btf()
 {
@@ -36,4 +36,4 @@ std::vector<std::byte> minimal_btf()
     return out;
 }
 
-} // namespace sockredir
+} // namespace sockredir::ebpf

@@ -4,6 +4,6 @@
 #include <cstddef>
 #include <span>
 
-namespace sockredir {
+namespace sockredir::app {
 std::span<const std::byte> embedded_object();
 }

@@ -3,15 +3,15 @@
 #include <string>
 #include <vector>
 
-#include "cli.hpp"
+#include "loader/app/cli.hpp"
 
 int main(int argc, char** argv)
 {
     std::vector<std::string> args(argv + 1, argv + argc);
-    const auto parsed = sockredir::parse_command_line(args);
+    const auto parsed = sockredir::app::parse_command_line(args);
     if (!parsed.command) {
         std::fprintf(stderr, "sockredir-min: %s\n", parsed.error.c_str());
-        return sockredir::kExitUsage;
+        return sockredir::app::kExitUsage;
     }
-    return sockredir::run(*parsed.command);
+    return sockredir::app::run(*parsed.command);
 }

@@ -1,5 +1,5 @@
 // sockredir-min's commands: parse strictly, run one verb, map errors to exit codes 1 and 2.
-#include "cli.hpp"
+#include "loader/app/cli.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -11,19 +11,25 @@
 #include <cstdio>
 #include <string_view>
 
-#include "../elf/error.hpp"
-#include "attach.hpp"
-#include "decimal.hpp"
-#include "embedded.hpp"
-#include "fd.hpp"
-#include "file.hpp"
-#include "mounts.hpp"
-#include "plan.hpp"
-#include "probe.hpp"
-#include "status.hpp"
-#include "sys.hpp"
+#include "loader/app/attach.hpp"
+#include "loader/app/embedded.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/app/probe.hpp"
+#include "loader/app/status.hpp"
+#include "loader/base/decimal.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/sys.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
+using base::Fd;
+namespace sys = ebpf::sys;
+using base::parse_decimal;
+using base::read_file_bytes;
 
 const char* const kVersion = "sockredir-min " SOCKREDIR_VERSION;
 
@@ -408,4 +414,4 @@ int run(const Command& c)
     return kExitFailure;
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -1,15 +1,16 @@
 // bpf(2) wrappers. Nothing else in sockredir calls syscall(SYS_bpf, ...).
-#include "sys.hpp"
+#include "loader/ebpf/sys.hpp"
 
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
-#include "../elf/error.hpp"
+#include "loader/base/error.hpp"
 
-namespace sockredir::sys {
+namespace sockredir::ebpf::sys {
 
 namespace {
 
@@ -44,16 +45,37 @@ const char* command_name(int cmd)
         return "BPF_LINK_DETACH";
     case BPF_OBJ_GET_INFO_BY_FD:
         return "BPF_OBJ_GET_INFO_BY_FD";
+    case BPF_PROG_GET_NEXT_ID:
+        return "BPF_PROG_GET_NEXT_ID";
+    case BPF_MAP_GET_NEXT_ID:
+        return "BPF_MAP_GET_NEXT_ID";
+    case BPF_LINK_GET_NEXT_ID:
+        return "BPF_LINK_GET_NEXT_ID";
+    case BPF_PROG_GET_FD_BY_ID:
+        return "BPF_PROG_GET_FD_BY_ID";
+    case BPF_MAP_GET_FD_BY_ID:
+        return "BPF_MAP_GET_FD_BY_ID";
+    case BPF_ENABLE_STATS:
+        return "BPF_ENABLE_STATS";
+    case BPF_MAP_DELETE_ELEM:
+        return "BPF_MAP_DELETE_ELEM";
     default:
         return "bpf";
     }
 }
 
+long kernel_bpf(int cmd, bpf_attr& attr)
+{
+    return ::syscall(SYS_bpf, cmd, &attr, sizeof attr);
+}
+
+BpfCall backend = kernel_bpf;
+
 long bpf(int cmd, bpf_attr& attr)
 {
     long ret;
     do {
-        ret = ::syscall(SYS_bpf, cmd, &attr, sizeof attr);
+        ret = backend(cmd, attr);
     } while (ret < 0 && errno == EINTR);
     return ret;
 }
@@ -62,14 +84,14 @@ Fd bpf_fd(int cmd, bpf_attr& attr, const std::string& what)
 {
     long ret = bpf(cmd, attr);
     if (ret < 0)
-        throw Error(std::string(command_name(cmd)) + " " + what, errno);
+        throw Error(command_name(cmd), what, errno);
     return Fd(static_cast<int>(ret));
 }
 
 void bpf_void(int cmd, bpf_attr& attr, const std::string& what)
 {
     if (bpf(cmd, attr) < 0)
-        throw Error(std::string(command_name(cmd)) + " " + what, errno);
+        throw Error(command_name(cmd), what, errno);
 }
 
 uint64_t ptr(const void* p)
@@ -104,7 +126,7 @@ std::vector<uint32_t> all_ids(int cmd)
         if (bpf(cmd, attr) < 0) {
             if (errno == ENOENT)
                 return ids;
-            throw Error("walking bpf object ids", errno);
+            throw Error(command_name(cmd), "walking object ids", errno);
         }
         id = attr.next_id;
         ids.push_back(id);
@@ -122,6 +144,11 @@ Fd fd_by_id(int cmd, uint32_t id, const char* what)
 }
 
 } // namespace
+
+BpfCall override_bpf(BpfCall call)
+{
+    return std::exchange(backend, call == nullptr ? kernel_bpf : call);
+}
 
 Fd map_create(const MapCreateArgs& args)
 {
@@ -192,7 +219,7 @@ bool map_lookup(int map_fd, const void* key, void* value)
         return true;
     if (errno == ENOENT)
         return false;
-    throw Error("BPF_MAP_LOOKUP_ELEM", errno);
+    throw Error("BPF_MAP_LOOKUP_ELEM", "", errno);
 }
 
 bool map_next_key(int map_fd, const void* key, void* next_key)
@@ -205,7 +232,7 @@ bool map_next_key(int map_fd, const void* key, void* next_key)
         return true;
     if (errno == ENOENT)
         return false;
-    throw Error("BPF_MAP_GET_NEXT_KEY", errno);
+    throw Error("BPF_MAP_GET_NEXT_KEY", "", errno);
 }
 
 void obj_pin(int fd, const std::string& path)
@@ -305,4 +332,4 @@ Fd map_fd_by_id(uint32_t id)
     return fd_by_id(BPF_MAP_GET_FD_BY_ID, id, "map id");
 }
 
-} // namespace sockredir::sys
+} // namespace sockredir::ebpf::sys

@@ -5,7 +5,7 @@
 
 #include <utility>
 
-namespace sockredir {
+namespace sockredir::base {
 
 class Fd {
 public:
@@ -39,4 +39,4 @@ private:
     int fd_ = -1;
 };
 
-} // namespace sockredir
+} // namespace sockredir::base

@@ -1,5 +1,5 @@
 // Kernel feature probes: tiny programs and maps built here and handed to loader/sys, plus the verdict over them.
-#include "probe.hpp"
+#include "loader/app/probe.hpp"
 
 #include <linux/bpf.h>
 #include <linux/capability.h>
@@ -13,14 +13,24 @@
 #include <functional>
 #include <optional>
 
-#include "../elf/error.hpp"
-#include "btf.hpp"
-#include "fd.hpp"
-#include "file.hpp"
-#include "mounts.hpp"
-#include "sys.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/btf.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/sys.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
+using base::Fd;
+namespace sys = ebpf::sys;
+using base::read_file_text;
+using ebpf::find_cgroup2_mount;
+using ebpf::is_bpffs;
+using ebpf::kBtfIntTypeId;
+using ebpf::kDefaultBpffs;
+using ebpf::minimal_btf;
 
 namespace {
 
@@ -598,4 +608,4 @@ std::string format_report(const ProbeReport& report)
     return out;
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -1,12 +1,14 @@
 // Planning: program types from section names, the four maps checked against the shared layout.
-#include "plan.hpp"
+#include "loader/app/plan.hpp"
 
 #include <sys/socket.h>
 
-#include "../bpf/sockredir_shared.h"
-#include "../elf/error.hpp"
+#include "bpf/sockredir_shared.h"
+#include "loader/base/error.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
 
 static_assert(SOCKREDIR_AF_INET == AF_INET, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
 static_assert(SOCKREDIR_AF_INET6 == AF_INET6, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
@@ -162,4 +164,4 @@ LoadPlan plan_object(std::span<const std::byte> bytes, const PlanOptions& option
     return make_plan(elf::parse_object(bytes), options);
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

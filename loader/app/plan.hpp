@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <span>
 
-#include "../elf/object.hpp"
+#include "elf/object.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
 
 // The largest sockhash sockredir creates: the kernel allows more, but every
 // entry costs kernel memory, and 16 Mi sockets is beyond any one host.
@@ -54,4 +54,4 @@ LoadPlan plan_object(std::span<const std::byte> bytes, const PlanOptions& option
 // Name of a map type for messages ("BPF_MAP_TYPE_SOCKHASH" or the number).
 std::string map_type_name(uint32_t type);
 
-} // namespace sockredir
+} // namespace sockredir::app

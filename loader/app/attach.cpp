@@ -1,6 +1,6 @@
 // attach: plan -> maps -> programs -> pins in a staging dir -> attach -> rename into place. detach undoes it by pins
 // alone.
-#include "attach.hpp"
+#include "loader/app/attach.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,14 +15,22 @@
 #include <optional>
 #include <vector>
 
-#include "../bpf/sockredir_shared.h"
-#include "../elf/error.hpp"
-#include "load.hpp"
-#include "mounts.hpp"
-#include "plan.hpp"
-#include "sys.hpp"
+#include "bpf/sockredir_shared.h"
+#include "loader/app/load.hpp"
+#include "loader/app/plan.hpp"
+#include "loader/base/error.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/sys.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
+using base::Fd;
+namespace sys = ebpf::sys;
+using ebpf::cgroup2_root;
+using ebpf::check_cgroup2_dir;
+using ebpf::ensure_bpffs;
+using ebpf::is_bpffs;
 
 namespace {
 
@@ -341,4 +349,4 @@ DetachResult detach(const std::string& pin_dir)
     return result;
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace sockredir {
+namespace sockredir::ebpf {
 
 // Type id of "int" (32-bit, signed) in minimal_btf().
 inline constexpr uint32_t kBtfIntTypeId = 1;
@@ -14,4 +14,4 @@ inline constexpr uint32_t kBtfIntTypeId = 1;
 // BPF_MAP_TYPE_SK_STORAGE needs for its key and its 4-byte value.
 std::vector<std::byte> minimal_btf();
 
-} // namespace sockredir
+} // namespace sockredir::ebpf

@@ -1,15 +1,20 @@
 // Loading: maps first, then relocation, then BPF_PROG_LOAD with a verifier-log retry on failure.
-#include "load.hpp"
+#include "loader/app/load.hpp"
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 
-#include "../elf/error.hpp"
-#include "btf.hpp"
-#include "sys.hpp"
+#include "loader/base/error.hpp"
+#include "loader/ebpf/btf.hpp"
+#include "loader/ebpf/sys.hpp"
 
-namespace sockredir {
+namespace sockredir::app {
+
+using base::Error;
+namespace sys = ebpf::sys;
+using ebpf::kBtfIntTypeId;
+using ebpf::minimal_btf;
 
 namespace {
 
@@ -110,4 +115,4 @@ Collection load(const LoadPlan& plan)
     return c;
 }
 
-} // namespace sockredir
+} // namespace sockredir::app

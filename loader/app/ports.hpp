@@ -8,9 +8,9 @@
 #include <utility>
 #include <vector>
 
-#include "../bpf/sockredir_shared.h"
+#include "bpf/sockredir_shared.h"
 
-namespace sockredir {
+namespace sockredir::app {
 
 // Inclusive ranges of TCP ports, 1 to 65535. Empty: every port (no selection).
 using PortRanges = std::vector<std::pair<uint16_t, uint16_t>>;
@@ -29,4 +29,4 @@ void replace_ports(const PortRanges& ports, sockredir_config& config);
 // The selection held by a config as "all" or "80,443,8000-8100".
 std::string format_ports(const sockredir_config& config);
 
-} // namespace sockredir
+} // namespace sockredir::app

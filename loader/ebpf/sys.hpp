@@ -9,9 +9,20 @@
 #include <string>
 #include <vector>
 
-#include "fd.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
 
-namespace sockredir::sys {
+namespace sockredir::ebpf {
+using base::Error;
+using base::Fd;
+} // namespace sockredir::ebpf
+
+namespace sockredir::ebpf::sys {
+
+// The seam under every command (aya's override_syscall): tests put a fake kernel here to drive the decision logic
+// without root. Returns the previous backend; nullptr restores the real bpf(2).
+using BpfCall = long (*)(int cmd, bpf_attr& attr);
+BpfCall override_bpf(BpfCall call);
 
 struct MapCreateArgs {
     uint32_t type = 0;
@@ -69,4 +80,4 @@ std::vector<uint32_t> all_link_ids();
 Fd prog_fd_by_id(uint32_t id);
 Fd map_fd_by_id(uint32_t id);
 
-} // namespace sockredir::sys
+} // namespace sockredir::ebpf::sys

@@ -1,0 +1,35 @@
+// Error formatting: the errno's text is appended to the message once, here.
+#include "loader/base/error.hpp"
+
+#include <cstring>
+
+namespace sockredir::base {
+
+namespace {
+std::string with_errno(const std::string& message, int err)
+{
+    if (err == 0)
+        return message;
+    return message + ": " + std::strerror(err);
+}
+} // namespace
+
+Error::Error(const std::string& message, int err) : std::runtime_error(with_errno(message, err)), code_(err) {}
+
+Error::Error(std::string call, const std::string& message, int err)
+    : std::runtime_error(with_errno(message.empty() ? call : call + " " + message, err)), call_(std::move(call)),
+      code_(err)
+{
+}
+
+Error::Error(const std::string& what, std::string call, int err, std::string log)
+    : std::runtime_error(what), call_(std::move(call)), code_(err), log_(std::move(log))
+{
+}
+
+Error Error::with_log(const std::string& context, std::string log) const
+{
+    return Error(context.empty() ? std::string(what()) : context + ": " + what(), call_, code_, std::move(log));
+}
+
+} // namespace sockredir::base
