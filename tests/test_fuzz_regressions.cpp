@@ -1,4 +1,5 @@
-// Regression tests of what fuzzing and hostile-object review found in elf/ and loader/plan, and a replay of the corpus.
+// Regression tests of what fuzzing and hostile-object review found in elf/ and the open phase, and a replay of the
+// corpus.
 #include <doctest/doctest.h>
 
 #include <elf.h>
@@ -13,7 +14,7 @@
 #include <vector>
 
 #include "elf/reader.hpp"
-#include "loader/app/plan.hpp"
+#include "loader/app/contract.hpp"
 #include "loader/base/error.hpp"
 #include "tests/elf_builder.hpp"
 
@@ -39,7 +40,7 @@ Bytes file_bytes(const std::filesystem::path& path)
 bool plans_or_refuses(const Bytes& bytes)
 {
     try {
-        (void)plan_object(bytes, {});
+        (void)sockredir_spec(bytes, {});
         return true;
     } catch (const Error&) {
         return true;
@@ -68,8 +69,8 @@ TEST_CASE("two program sections whose contents overlap are refused, naming both"
     const auto sk_msg = section_index(bytes, "sk_msg");
     const auto target = get_shdr(bytes, sockops);
     patch_shdr(bytes, sk_msg, [&](Elf64_Shdr& s) { s.sh_offset = target.sh_offset + 8; });
-    CHECK_THROWS_WITH_AS(plan_object(bytes, {}), doctest::Contains("section 'sk_msg': contents"), Error);
-    CHECK_THROWS_WITH_AS(plan_object(bytes, {}), doctest::Contains("overlap program section 'sockops'"), Error);
+    CHECK_THROWS_WITH_AS(sockredir_spec(bytes, {}), doctest::Contains("section 'sk_msg': contents"), Error);
+    CHECK_THROWS_WITH_AS(sockredir_spec(bytes, {}), doctest::Contains("overlap program section 'sockops'"), Error);
 }
 
 TEST_CASE("a relocation table overlapping the symbol table is refused")
@@ -126,7 +127,7 @@ TEST_CASE("empty sections may share an offset with their neighbours, as clang em
         s.sh_offset = get_shdr(bytes, section_index(bytes, "sockops")).sh_offset;
         s.sh_size = 4096;
     });
-    const auto plan = plan_object(bytes, {});
+    const auto plan = sockredir_spec(bytes, {});
     CHECK(plan.programs.size() == 2);
 }
 
@@ -148,7 +149,7 @@ TEST_CASE("an object with 200000 map definitions is refused in linear time")
     b.add_section("license", SHT_PROGBITS, SHF_ALLOC, to_bytes(std::string("GPL") + '\0'), 1);
     const auto bytes = b.build();
     const auto start = std::chrono::steady_clock::now();
-    CHECK_THROWS_WITH_AS(plan_object(bytes, {}), doctest::Contains("map 'm'"), Error);
+    CHECK_THROWS_WITH_AS(sockredir_spec(bytes, {}), doctest::Contains("map 'm'"), Error);
     // Quadratic, this is 2e10 comparisons: minutes, not seconds, even without sanitizers.
     CHECK(seconds_since(start) < 30.0);
 }
@@ -164,7 +165,7 @@ TEST_CASE("an object with 20000 program sections and 100000 symbols is refused i
     b.add_section("license", SHT_PROGBITS, SHF_ALLOC, to_bytes(std::string("GPL") + '\0'), 1);
     const auto bytes = b.build();
     const auto start = std::chrono::steady_clock::now();
-    CHECK_THROWS_AS(plan_object(bytes, {}), Error);
+    CHECK_THROWS_AS(sockredir_spec(bytes, {}), Error);
     CHECK(seconds_since(start) < 30.0);
 }
 

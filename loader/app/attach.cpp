@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "bpf/sockredir_shared.h"
-#include "loader/app/load.hpp"
-#include "loader/app/plan.hpp"
+#include "loader/app/contract.hpp"
 #include "loader/base/error.hpp"
+#include "loader/ebpf/collection.hpp"
 #include "loader/ebpf/mounts.hpp"
 #include "loader/ebpf/sys.hpp"
 
@@ -214,8 +214,8 @@ void step_done(const char* step)
 AttachResult attach(const AttachOptions& options)
 {
     const PinPaths p = pin_paths(options.pin_dir);
-    // Parse and plan before touching the system: a bad object changes nothing.
-    const LoadPlan plan = plan_object(options.object, PlanOptions{options.max_sockets});
+    // Parse and check before touching the system: a bad object changes nothing.
+    const ebpf::CollectionSpec spec = sockredir_spec(options.object, {options.max_sockets, options.ports});
     step_done("plan");
 
     AttachResult result;
@@ -256,16 +256,9 @@ AttachResult attach(const AttachOptions& options)
     if (!cgroup)
         throw Error("opening cgroup " + result.cgroup, errno);
 
-    Collection c = create_maps(plan);
+    ebpf::Collection c = ebpf::create_maps(spec);
     step_done("maps");
-    // Draining off, explicitly: a fresh array is zeroed, but say what we mean.
-    {
-        const uint32_t zero = 0;
-        sockredir_config config{};
-        apply_ports(options.ports, config);
-        sys::map_update(c.maps[plan.config].fd.get(), &zero, &config, BPF_ANY);
-    }
-    load_programs(plan, c);
+    ebpf::load_programs(spec, c);
     step_done("programs");
 
     const std::string staging = p.parent + "/" + staging_prefix(p) + std::to_string(::getpid());
@@ -278,13 +271,14 @@ AttachResult attach(const AttachOptions& options)
             pin(prog.fd, staging, prog.name);
         step_done("pin");
 
-        const auto& msg = c.programs[plan.msg];
-        sys::prog_attach(msg.fd.get(), c.maps[plan.sock_hash].fd.get(), BPF_SK_MSG_VERDICT, 0);
+        const auto& msg = c.programs.at(SOCKREDIR_PROG_MSG);
+        sys::prog_attach(msg.fd.get(), c.maps.at(SOCKREDIR_MAP_SOCKS).fd.get(), msg.attach_type, 0);
         step_done("attach_msg");
 
         // A cgroup link attaches like BPF_F_ALLOW_MULTI: other programs on
         // this cgroup keep running, and the attachment lives as long as the pin.
-        Fd link = sys::link_create(c.programs[plan.sockops].fd.get(), cgroup.get(), BPF_CGROUP_SOCK_OPS);
+        const auto& sockops = c.programs.at(SOCKREDIR_PROG_SOCKOPS);
+        Fd link = sys::link_create(sockops.fd.get(), cgroup.get(), sockops.attach_type);
         pin(link, staging, kPinLink);
         step_done("attach_sockops");
 

@@ -12,8 +12,8 @@
 #include <string_view>
 
 #include "loader/app/attach.hpp"
+#include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
-#include "loader/app/plan.hpp"
 #include "loader/app/probe.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
@@ -405,6 +405,14 @@ int run(const Command& c)
         }
         }
     } catch (const Error& e) {
+        if (!e.log().empty()) {
+            // The verifier's own words travel in the error; the command line is where they are shown.
+            std::fputs("--- verifier log ---\n", stderr);
+            std::fputs(e.log().c_str(), stderr);
+            if (e.log().back() != '\n')
+                std::fputc('\n', stderr);
+            std::fputs("--- end of verifier log ---\n", stderr);
+        }
         std::fprintf(stderr, "sockredir-min: %s\n", describe_error(e).c_str());
         return kExitFailure;
     } catch (const std::exception& e) {

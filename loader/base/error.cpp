@@ -27,9 +27,9 @@ Error::Error(const std::string& what, std::string call, int err, std::string log
 {
 }
 
-Error Error::with_log(const std::string& context, std::string log) const
+Error Error::rephrased(const std::string& message, std::string log) const
 {
-    return Error(context.empty() ? std::string(what()) : context + ": " + what(), call_, code_, std::move(log));
+    return Error(with_errno(message, code_), call_, code_, std::move(log));
 }
 
 } // namespace sockredir::base

@@ -21,8 +21,9 @@ public:
     // The verifier's log of a rejected program, empty when there is none.
     const std::string& log() const noexcept { return log_; }
 
-    // The same error with `context` put before the message ("program 'x': ...") and a verifier log attached.
-    Error with_log(const std::string& context, std::string log) const;
+    // The same failure (call, errno) said in the caller's words, "MESSAGE: strerror(errno)", with a log attached
+    // (the verifier's, for a rejected program).
+    Error rephrased(const std::string& message, std::string log = {}) const;
 
 private:
     Error(const std::string& what, std::string call, int err, std::string log);

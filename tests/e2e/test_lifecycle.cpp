@@ -18,11 +18,11 @@
 #include "bpf/sockredir_shared.h"
 #include "harness.hpp"
 #include "loader/app/attach.hpp"
+#include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
-#include "loader/app/load.hpp"
-#include "loader/app/plan.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/file.hpp"
+#include "loader/ebpf/collection.hpp"
 #include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
@@ -287,7 +287,7 @@ TEST_CASE("every bad command line fails with the documented exit code and a one-
         check_clean(sb, before);
     }
 
-    SUBCASE("an object the verifier rejects exits 1, shows the verifier log under the program's name")
+    SUBCASE("an object the verifier rejects exits 1, shows the verifier log, then the program's name")
     {
         const char* reject = std::getenv("SOCKREDIR_REJECT_OBJECT");
         REQUIRE_MESSAGE(reject != nullptr, "meson sets SOCKREDIR_REJECT_OBJECT");
@@ -295,7 +295,7 @@ TEST_CASE("every bad command line fails with the documented exit code and a one-
         const auto r = run_bin({"attach", "--cgroup", cg, "--pin-dir", pin, "--object", reject});
         INFO("stderr [" << r.err << "]");
         CHECK(r.exit_code == 1);
-        CHECK(r.err.find("--- verifier log of program 'sockredir_msg' ---") != std::string::npos);
+        CHECK(r.err.find("--- verifier log ---\n") != std::string::npos);
         // The verifier's own words for the defect planted in tests/data/verifier_reject.bpf.c.
         CHECK(r.err.find("invalid mem access 'map_value_or_null'") != std::string::npos);
         // The reason is the last line, one line, naming the program and its section.
@@ -409,8 +409,8 @@ TEST_CASE("loading the embedded object and dropping the collection leaks no file
     const auto before_ids = snapshot_ids();
     const int before = count_open_fds();
     {
-        const auto plan = sockredir::app::plan_object(sockredir::app::embedded_object(), {});
-        const auto collection = sockredir::app::load(plan);
+        const auto spec = sockredir::app::sockredir_spec(sockredir::app::embedded_object(), {});
+        const auto collection = sockredir::ebpf::load_collection(spec);
         CHECK(collection.programs.size() == 2);
         CHECK(collection.maps.size() == 4);
         CHECK(count_open_fds() > before);

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "harness.hpp"
-#include "loader/app/plan.hpp"
+#include "loader/app/contract.hpp"
 
 using namespace e2e;
 

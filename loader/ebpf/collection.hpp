@@ -1,0 +1,52 @@
+// From a CollectionSpec to live kernel objects, by name: create maps and fill them, relocate, load programs.
+#pragma once
+
+#include <linux/bpf.h>
+
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "loader/base/fd.hpp"
+#include "loader/ebpf/spec.hpp"
+
+namespace sockredir::ebpf {
+
+using base::Fd;
+
+struct Map {
+    std::string name;
+    uint32_t type = 0;
+    Fd fd;
+};
+
+struct Program {
+    std::string name;
+    std::string section;
+    uint32_t type = 0;
+    uint32_t attach_type = 0;
+    Fd fd;
+};
+
+// The live objects of one load. Destroying it frees everything that is not pinned or attached.
+struct Collection {
+    Fd btf;
+    ByName<Map> maps{"map"};
+    ByName<Program> programs{"program"};
+};
+
+// Each phase is its own function so that a stack trace or a test can name it.
+// Creates every map of the spec and writes its contents.
+Collection create_maps(const CollectionSpec& spec);
+// The program's instructions with every map reference patched to the map's fd (ld_imm64 src_reg =
+// BPF_PSEUDO_MAP_FD, imm = fd). `map_fds`: by map name.
+std::vector<bpf_insn> relocate(const ProgramSpec& program, const std::unordered_map<std::string, int>& map_fds);
+// Loads every program of the spec into `collection`. A rejection is retried once with the verifier log on; the
+// Error thrown then carries the log (Error::log()), and nothing is printed.
+void load_programs(const CollectionSpec& spec, Collection& collection);
+
+// create_maps + load_programs.
+Collection load_collection(const CollectionSpec& spec);
+
+} // namespace sockredir::ebpf

@@ -1,0 +1,206 @@
+// The open phase: section names to program types, map types the loader can create, map references by name.
+#include "loader/ebpf/spec.hpp"
+
+#include <cstring>
+
+namespace sockredir::ebpf {
+
+namespace {
+
+// Program sections the loader knows, as libbpf names them (section_defs in libbpf.c). `prefix`: the section may
+// carry a suffix after '/' ("sk_msg/anything").
+struct SectionType {
+    const char* section;
+    bool prefix;
+    uint32_t prog_type;
+    uint32_t expected_attach_type;
+    uint32_t attach_type;
+};
+
+constexpr SectionType kSectionTypes[] = {
+    {"sockops", false, BPF_PROG_TYPE_SOCK_OPS, 0, BPF_CGROUP_SOCK_OPS},
+    {"sk_msg", false, BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, BPF_SK_MSG_VERDICT},
+};
+
+const SectionType* section_type(const std::string& section)
+{
+    for (const auto& t : kSectionTypes) {
+        const size_t n = std::strlen(t.section);
+        if (section == t.section ||
+            (t.prefix && section.size() > n && section.compare(0, n, t.section) == 0 && section[n] == '/'))
+            return &t;
+    }
+    return nullptr;
+}
+
+struct MapType {
+    uint32_t type;
+    const char* name;
+    // The loader creates it from a definition alone: no inner map, no program fds, no struct_ops.
+    bool supported;
+    bool needs_btf;
+};
+
+constexpr MapType kMapTypes[] = {
+    {BPF_MAP_TYPE_HASH, "BPF_MAP_TYPE_HASH", true, false},
+    {BPF_MAP_TYPE_ARRAY, "BPF_MAP_TYPE_ARRAY", true, false},
+    {BPF_MAP_TYPE_PROG_ARRAY, "BPF_MAP_TYPE_PROG_ARRAY", false, false},
+    {BPF_MAP_TYPE_PERF_EVENT_ARRAY, "BPF_MAP_TYPE_PERF_EVENT_ARRAY", true, false},
+    {BPF_MAP_TYPE_PERCPU_HASH, "BPF_MAP_TYPE_PERCPU_HASH", true, false},
+    {BPF_MAP_TYPE_PERCPU_ARRAY, "BPF_MAP_TYPE_PERCPU_ARRAY", true, false},
+    {BPF_MAP_TYPE_STACK_TRACE, "BPF_MAP_TYPE_STACK_TRACE", false, false},
+    {BPF_MAP_TYPE_CGROUP_ARRAY, "BPF_MAP_TYPE_CGROUP_ARRAY", false, false},
+    {BPF_MAP_TYPE_LRU_HASH, "BPF_MAP_TYPE_LRU_HASH", true, false},
+    {BPF_MAP_TYPE_LRU_PERCPU_HASH, "BPF_MAP_TYPE_LRU_PERCPU_HASH", true, false},
+    {BPF_MAP_TYPE_LPM_TRIE, "BPF_MAP_TYPE_LPM_TRIE", false, false},
+    {BPF_MAP_TYPE_ARRAY_OF_MAPS, "BPF_MAP_TYPE_ARRAY_OF_MAPS", false, false},
+    {BPF_MAP_TYPE_HASH_OF_MAPS, "BPF_MAP_TYPE_HASH_OF_MAPS", false, false},
+    {BPF_MAP_TYPE_DEVMAP, "BPF_MAP_TYPE_DEVMAP", false, false},
+    {BPF_MAP_TYPE_SOCKMAP, "BPF_MAP_TYPE_SOCKMAP", true, false},
+    {BPF_MAP_TYPE_CPUMAP, "BPF_MAP_TYPE_CPUMAP", false, false},
+    {BPF_MAP_TYPE_XSKMAP, "BPF_MAP_TYPE_XSKMAP", false, false},
+    {BPF_MAP_TYPE_SOCKHASH, "BPF_MAP_TYPE_SOCKHASH", true, false},
+    {BPF_MAP_TYPE_CGROUP_STORAGE, "BPF_MAP_TYPE_CGROUP_STORAGE", false, false},
+    {BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, "BPF_MAP_TYPE_REUSEPORT_SOCKARRAY", false, false},
+    {BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, "BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE", false, false},
+    {BPF_MAP_TYPE_QUEUE, "BPF_MAP_TYPE_QUEUE", false, false},
+    {BPF_MAP_TYPE_STACK, "BPF_MAP_TYPE_STACK", false, false},
+    {BPF_MAP_TYPE_SK_STORAGE, "BPF_MAP_TYPE_SK_STORAGE", true, true},
+    {BPF_MAP_TYPE_DEVMAP_HASH, "BPF_MAP_TYPE_DEVMAP_HASH", false, false},
+    {BPF_MAP_TYPE_STRUCT_OPS, "BPF_MAP_TYPE_STRUCT_OPS", false, false},
+    {BPF_MAP_TYPE_RINGBUF, "BPF_MAP_TYPE_RINGBUF", true, false},
+    {BPF_MAP_TYPE_INODE_STORAGE, "BPF_MAP_TYPE_INODE_STORAGE", false, true},
+    {BPF_MAP_TYPE_TASK_STORAGE, "BPF_MAP_TYPE_TASK_STORAGE", false, true},
+    {BPF_MAP_TYPE_BLOOM_FILTER, "BPF_MAP_TYPE_BLOOM_FILTER", false, false},
+    {BPF_MAP_TYPE_USER_RINGBUF, "BPF_MAP_TYPE_USER_RINGBUF", false, false},
+};
+
+const MapType* map_type(uint32_t type)
+{
+    for (const auto& t : kMapTypes)
+        if (t.type == type)
+            return &t;
+    return nullptr;
+}
+
+struct ProgTypeName {
+    uint32_t type;
+    const char* name;
+};
+
+constexpr ProgTypeName kProgTypeNames[] = {
+    {BPF_PROG_TYPE_SOCKET_FILTER, "BPF_PROG_TYPE_SOCKET_FILTER"},
+    {BPF_PROG_TYPE_KPROBE, "BPF_PROG_TYPE_KPROBE"},
+    {BPF_PROG_TYPE_SCHED_CLS, "BPF_PROG_TYPE_SCHED_CLS"},
+    {BPF_PROG_TYPE_TRACEPOINT, "BPF_PROG_TYPE_TRACEPOINT"},
+    {BPF_PROG_TYPE_XDP, "BPF_PROG_TYPE_XDP"},
+    {BPF_PROG_TYPE_CGROUP_SKB, "BPF_PROG_TYPE_CGROUP_SKB"},
+    {BPF_PROG_TYPE_CGROUP_SOCK, "BPF_PROG_TYPE_CGROUP_SOCK"},
+    {BPF_PROG_TYPE_SOCK_OPS, "BPF_PROG_TYPE_SOCK_OPS"},
+    {BPF_PROG_TYPE_SK_SKB, "BPF_PROG_TYPE_SK_SKB"},
+    {BPF_PROG_TYPE_SK_MSG, "BPF_PROG_TYPE_SK_MSG"},
+    {BPF_PROG_TYPE_RAW_TRACEPOINT, "BPF_PROG_TYPE_RAW_TRACEPOINT"},
+    {BPF_PROG_TYPE_TRACING, "BPF_PROG_TYPE_TRACING"},
+};
+
+std::string quoted(const std::string& s)
+{
+    return "'" + s + "'";
+}
+
+MapSpec map_spec(const elf::MapSpec& m)
+{
+    const auto what = "map " + quoted(m.name);
+    const MapType* t = map_type(m.type);
+    if (t == nullptr || !t->supported)
+        throw Error(what + ": type " + map_type_name(m.type) + " is not supported by this loader");
+    MapSpec s;
+    s.name = m.name;
+    s.type = m.type;
+    s.key_size = m.key_size;
+    s.value_size = m.value_size;
+    s.max_entries = m.max_entries;
+    s.flags = m.flags;
+    s.needs_btf = t->needs_btf;
+    return s;
+}
+
+ProgramSpec program_spec(const elf::ProgramSpec& p, const elf::ObjectSpec& object)
+{
+    const SectionType* t = section_type(p.section);
+    if (t == nullptr) {
+        std::string known;
+        for (const auto& k : kSectionTypes)
+            known += std::string(known.empty() ? "" : ", ") + k.section + (k.prefix ? "[/...]" : "");
+        throw Error("section " + quoted(p.section) + ": program " + quoted(p.name) +
+                    " has a program type this loader does not support (sections: " + known + ")");
+    }
+    ProgramSpec s;
+    s.name = p.name;
+    s.section = p.section;
+    s.type = t->prog_type;
+    s.expected_attach_type = t->expected_attach_type;
+    s.attach_type = t->attach_type;
+    s.insns = p.insns;
+    for (const auto& r : p.relocations) {
+        if (r.map >= object.maps.size())
+            throw Error("section " + quoted(p.section) + ": relocation names map #" + std::to_string(r.map) + " of " +
+                        std::to_string(object.maps.size()));
+        s.maps.push_back({r.insn, object.maps[r.map].name});
+    }
+    return s;
+}
+
+} // namespace
+
+void MapSpec::set_bytes(std::span<const std::byte> key, std::span<const std::byte> value)
+{
+    if (key.size() != key_size || value.size() != value_size)
+        throw Error("map " + quoted(name) + ": an entry of " + std::to_string(key.size()) + "+" +
+                    std::to_string(value.size()) + " bytes, the map holds " + std::to_string(key_size) + "+" +
+                    std::to_string(value_size));
+    for (auto& e : contents)
+        if (e.key.size() == key.size() && std::memcmp(e.key.data(), key.data(), key.size()) == 0) {
+            e.value.assign(value.begin(), value.end());
+            return;
+        }
+    contents.push_back({{key.begin(), key.end()}, {value.begin(), value.end()}});
+}
+
+void CollectionSpec::set_max_entries(std::string_view map, uint32_t max_entries)
+{
+    maps.at(map).max_entries = max_entries;
+}
+
+std::string map_type_name(uint32_t type)
+{
+    if (const MapType* t = map_type(type))
+        return t->name;
+    return std::to_string(type);
+}
+
+std::string prog_type_name(uint32_t type)
+{
+    for (const auto& t : kProgTypeNames)
+        if (t.type == type)
+            return t.name;
+    return std::to_string(type);
+}
+
+CollectionSpec make_collection_spec(const elf::ObjectSpec& object)
+{
+    CollectionSpec spec;
+    spec.license = object.license;
+    for (const auto& m : object.maps)
+        spec.maps.add(map_spec(m));
+    for (const auto& p : object.programs)
+        spec.programs.add(program_spec(p, object));
+    return spec;
+}
+
+CollectionSpec open_object(std::span<const std::byte> bytes)
+{
+    return make_collection_spec(elf::parse_object(bytes));
+}
+
+} // namespace sockredir::ebpf
