@@ -10,8 +10,6 @@
 
 namespace sockredir::app {
 
-inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockredir";
-
 struct AttachOptions {
     std::string cgroup;  // empty: the cgroup2 root
     std::string pin_dir; // empty: kDefaultPinDir
@@ -54,13 +52,6 @@ struct PortsResult {
 // the config map. Connections established from then on follow the new selection; established ones keep their
 // path. Refused while a detach of those pins is unfinished.
 PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports);
-
-// Pin names inside the pin dir.
-inline constexpr const char* kPinLink = "sockops_link";
-
-// Whether a pin (or a pin dir) exists. A pin that cannot be looked at (not root:
-// the pin dir is 0700) is an error, not "absent".
-bool pin_exists(const std::string& path);
 
 // Test hook: when the environment variable SOCKREDIR_TEST_KILL_AFTER names a
 // step ("maps", "programs", "pin", "attach_msg", "attach_sockops",

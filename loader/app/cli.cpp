@@ -14,6 +14,7 @@
 #include "loader/app/attach.hpp"
 #include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
+#include "loader/app/pins.hpp"
 #include "loader/app/probe.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
@@ -273,10 +274,7 @@ AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
 // The id of the cgroup link pinned in pin_dir, 0 when none is.
 uint32_t pinned_link_id(const std::string& pin_dir)
 {
-    const std::string path = pin_dir + "/" + kPinLink;
-    if (::access(path.c_str(), F_OK) != 0)
-        return 0;
-    return sys::link_info(sys::obj_get(path).get()).id;
+    return read_attachment(PinDir(pin_dir).path()).link_id;
 }
 
 void say(const std::string& line)

@@ -8,8 +8,9 @@
 #include <cstdio>
 #include <vector>
 
-#include "loader/app/attach.hpp"
+#include "loader/app/pins.hpp"
 #include "loader/app/ports.hpp"
+#include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/mounts.hpp"
@@ -21,7 +22,6 @@ using base::Error;
 using base::Fd;
 namespace sys = ebpf::sys;
 using base::read_file_text;
-using ebpf::cgroup2_root;
 
 namespace {
 
@@ -37,11 +37,13 @@ unsigned possible_cpus()
         size_t comma = text.find(',', i);
         if (comma == std::string::npos)
             comma = text.size();
-        const std::string range = text.substr(i, comma - i);
+        const std::string_view range = std::string_view(text).substr(i, comma - i);
         const auto dash = range.find('-');
-        const unsigned lo = static_cast<unsigned>(std::stoul(range.substr(0, dash)));
-        const unsigned hi = dash == std::string::npos ? lo : static_cast<unsigned>(std::stoul(range.substr(dash + 1)));
-        count += hi - lo + 1;
+        const auto lo = base::parse_decimal(range.substr(0, dash));
+        const auto hi = dash == std::string_view::npos ? lo : base::parse_decimal(range.substr(dash + 1));
+        if (!lo || !hi || *hi < *lo)
+            throw Error("cannot parse /sys/devices/system/cpu/possible: '" + text + "'");
+        count += *hi - *lo + 1;
         i = comma + 1;
     }
     if (count == 0)
@@ -100,25 +102,24 @@ const char* counter_name(int index)
 
 Status read_status(const std::string& pin_dir)
 {
+    const PinDir p(pin_dir);
     Status s;
-    s.pin_dir = pin_dir.empty() ? kDefaultPinDir : pin_dir;
-    const std::string dir = s.pin_dir;
-    if (!pin_exists(dir + "/" + kPinLink))
+    s.pin_dir = p.path();
+    const auto found = read_attachment(p.path());
+    if (!found.link)
         return s;
     s.attached = true;
-
-    Fd link = sys::obj_get(dir + "/" + kPinLink);
-    const auto li = sys::link_info(link.get());
-    s.link_id = li.id;
-    s.cgroup_id = li.cgroup.cgroup_id;
+    s.link_id = found.link_id;
+    s.cgroup_id = found.cgroup_id;
+    s.draining = found.draining;
     try {
-        s.cgroup = find_cgroup(cgroup2_root(false), s.cgroup_id);
+        s.cgroup = find_cgroup(ebpf::cgroup2_root(false), s.cgroup_id);
     } catch (const Error&) {
         s.cgroup.clear();
     }
 
-    const auto sockops = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_SOCKOPS).get());
-    const auto msg = sys::prog_info(sys::obj_get(dir + "/" + SOCKREDIR_PROG_MSG).get());
+    const auto sockops = sys::prog_info(sys::obj_get(p / SOCKREDIR_PROG_SOCKOPS).get());
+    const auto msg = sys::prog_info(sys::obj_get(p / SOCKREDIR_PROG_MSG).get());
     s.sockops_id = sockops.id;
     s.msg_id = msg.id;
     s.sockops_runs = sockops.run_cnt;
@@ -126,7 +127,7 @@ Status read_status(const std::string& pin_dir)
     s.msg_runs = msg.run_cnt;
     s.msg_run_ns = msg.run_time_ns;
 
-    Fd socks = sys::obj_get(dir + "/" + SOCKREDIR_MAP_SOCKS);
+    Fd socks = sys::obj_get(p / SOCKREDIR_MAP_SOCKS);
     const auto mi = sys::map_info(socks.get());
     s.sock_hash_id = mi.id;
     s.max_sockets = mi.max_entries;
@@ -138,7 +139,7 @@ Status read_status(const std::string& pin_dir)
         ++s.sockets;
     }
 
-    Fd counters = sys::obj_get(dir + "/" + SOCKREDIR_MAP_COUNTERS);
+    Fd counters = sys::obj_get(p / SOCKREDIR_MAP_COUNTERS);
     s.counters_id = sys::map_info(counters.get()).id;
     std::vector<uint64_t> per_cpu(possible_cpus());
     for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
@@ -148,13 +149,8 @@ Status read_status(const std::string& pin_dir)
             s.counters[i] += v;
     }
 
-    Fd config = sys::obj_get(dir + "/" + SOCKREDIR_MAP_CONFIG);
-    const uint32_t zero = 0;
-    sockredir_config cfg{};
-    if (sys::map_lookup(config.get(), &zero, &cfg)) {
-        s.draining = (cfg.flags & SOCKREDIR_F_DRAINING) != 0;
-        s.ports = format_ports(cfg);
-    }
+    if (const auto config = read_config(p.path()))
+        s.ports = format_ports(config->value);
     return s;
 }
 
