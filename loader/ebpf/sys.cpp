@@ -55,6 +55,8 @@ const char* command_name(int cmd)
         return "BPF_PROG_GET_FD_BY_ID";
     case BPF_MAP_GET_FD_BY_ID:
         return "BPF_MAP_GET_FD_BY_ID";
+    case BPF_RAW_TRACEPOINT_OPEN:
+        return "BPF_RAW_TRACEPOINT_OPEN";
     case BPF_ENABLE_STATS:
         return "BPF_ENABLE_STATS";
     case BPF_MAP_DELETE_ELEM:
@@ -176,6 +178,20 @@ Fd prog_load(const ProgLoadArgs& args)
     attr.insn_cnt = static_cast<uint32_t>(args.insns.size());
     attr.license = ptr(args.license.c_str());
     set_name(attr.prog_name, args.name);
+    if (args.prog_btf_fd >= 0) {
+        attr.prog_btf_fd = static_cast<uint32_t>(args.prog_btf_fd);
+        if (!args.func_info.empty()) {
+            attr.func_info = ptr(args.func_info.data());
+            attr.func_info_cnt = static_cast<uint32_t>(args.func_info.size());
+            attr.func_info_rec_size = sizeof(bpf_func_info);
+        }
+        if (!args.line_info.empty()) {
+            attr.line_info = ptr(args.line_info.data());
+            attr.line_info_cnt = static_cast<uint32_t>(args.line_info.size());
+            attr.line_info_rec_size = sizeof(bpf_line_info);
+        }
+    }
+    attr.attach_btf_id = args.attach_btf_id;
     if (!args.log.empty()) {
         args.log[0] = '\0';
         attr.log_buf = ptr(args.log.data());
@@ -289,6 +305,13 @@ Fd link_create(int prog_fd, int target_fd, uint32_t attach_type)
     attr.link_create.target_fd = static_cast<uint32_t>(target_fd);
     attr.link_create.attach_type = attach_type;
     return bpf_fd(BPF_LINK_CREATE, attr, "");
+}
+
+Fd raw_tracepoint_open(int prog_fd)
+{
+    bpf_attr attr{};
+    attr.raw_tracepoint.prog_fd = static_cast<uint32_t>(prog_fd);
+    return bpf_fd(BPF_RAW_TRACEPOINT_OPEN, attr, "");
 }
 
 void link_detach(int link_fd)

@@ -46,6 +46,13 @@ struct ProgLoadArgs {
     // Verifier log: empty buffer = no log.
     std::span<char> log;
     uint32_t log_level = 0;
+    // The program's BTF (the object's, loaded with btf_load) with its function and line records, so that the
+    // verifier log and bpftool show source lines; -1: none.
+    int prog_btf_fd = -1;
+    std::span<const bpf_func_info> func_info;
+    std::span<const bpf_line_info> line_info;
+    // Tracing programs: the kernel BTF id of the function or tracepoint they attach to.
+    uint32_t attach_btf_id = 0;
 };
 // On failure throws Error whose code() is the errno; the log (if any) is in args.log.
 Fd prog_load(const ProgLoadArgs& args);
@@ -67,6 +74,9 @@ void prog_detach(int prog_fd, int target_fd, uint32_t attach_type);
 std::vector<uint32_t> prog_query(int target_fd, uint32_t attach_type);
 
 Fd link_create(int prog_fd, int target_fd, uint32_t attach_type);
+// BPF_RAW_TRACEPOINT_OPEN with no name: the link of a tracing program (tp_btf, fentry, fexit) to the target its
+// attach_btf_id named at load. Pinned and detached like any link.
+Fd raw_tracepoint_open(int prog_fd);
 void link_detach(int link_fd);
 
 bpf_prog_info prog_info(int fd);
