@@ -176,6 +176,7 @@ std::vector<Symbol> read_symbols(const std::vector<Section>& sections, uint32_t&
         out.shndx = sym.st_shndx;
         out.type = ELF64_ST_TYPE(sym.st_info);
         out.bind = ELF64_ST_BIND(sym.st_info);
+        out.visibility = ELF64_ST_VISIBILITY(sym.st_other);
         if (out.shndx != SHN_UNDEF && out.shndx < SHN_LORESERVE && out.shndx >= sections.size())
             throw Error(what + " ('" + out.name + "'): section index " + std::to_string(out.shndx) +
                         " is out of range (" + std::to_string(sections.size()) + " sections)");

@@ -35,8 +35,9 @@ struct Symbol {
     uint64_t value = 0;
     uint64_t size = 0;
     uint16_t shndx = 0;
-    uint8_t type = 0; // STT_*
-    uint8_t bind = 0; // STB_*
+    uint8_t type = 0;       // STT_*
+    uint8_t bind = 0;       // STB_*
+    uint8_t visibility = 0; // STV_* (the low bits of st_other)
 };
 
 struct Relocation {
