@@ -5,6 +5,10 @@
 #include <linux/bpf.h>
 
 #define SEC(name) __attribute__((section(name), used))
+
+/* libbpf's encoding of map attributes in BTF (bpf_helpers.h): the number or the type is in the member's type. */
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif

@@ -1,40 +1,44 @@
-/* The four map definitions (legacy "maps" section), included by every BPF object the loader accepts. */
+/* The four maps, declared the way libbpf declares them: BTF-defined, in section ".maps". */
 #ifndef SOCKREDIR_MAPS_H
 #define SOCKREDIR_MAPS_H
 
 #include "helpers.h"
 #include "sockredir_shared.h"
 
-/* Legacy map definitions (section "maps"); see README for why not BTF ".maps". */
-struct sockredir_map_def sock_hash SEC("maps") = {
-	.type = BPF_MAP_TYPE_SOCKHASH,
-	.key_size = sizeof(struct sockredir_key),
-	/* 8 bytes: a lookup from user space returns the socket cookie. */
-	.value_size = sizeof(__u64),
-	.max_entries = SOCKREDIR_DEFAULT_MAX_SOCKETS,
-};
+/*
+ * Each map is a global variable of an anonymous struct whose members encode the map's attributes in their BTF
+ * types (__uint, __type: helpers.h). The loader reads them from the object's BTF and creates each map with its key
+ * and value type ids, so bpftool map dump prints every field by name; libbpf and bpftool load this object as it is.
+ */
 
-struct sockredir_map_def counters SEC("maps") = {
-	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(__u64),
-	.max_entries = SOCKREDIR_COUNTER_MAX,
-};
+/* A value of 8 bytes: a lookup from user space returns the socket cookie. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__type(key, struct sockredir_key);
+	__type(value, __u64);
+	__uint(max_entries, SOCKREDIR_DEFAULT_MAX_SOCKETS);
+} sock_hash SEC(".maps");
 
-struct sockredir_map_def config SEC("maps") = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct sockredir_config),
-	.max_entries = 1,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, SOCKREDIR_COUNTER_MAX);
+} counters SEC(".maps");
 
-/* Socket-local storage: the kernel requires BTF and BPF_F_NO_PREALLOC for it. */
-struct sockredir_map_def path_state SEC("maps") = {
-	.type = BPF_MAP_TYPE_SK_STORAGE,
-	.key_size = sizeof(int),
-	.value_size = sizeof(__u32),
-	.max_entries = 0,
-	.map_flags = BPF_F_NO_PREALLOC,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sockredir_config);
+	__uint(max_entries, 1);
+} config SEC(".maps");
+
+/* Socket-local storage: the kernel requires BTF key and value types and BPF_F_NO_PREALLOC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__type(key, int);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} path_state SEC(".maps");
 
 #endif

@@ -76,18 +76,6 @@ struct sockredir_config {
  */
 #define SOCKREDIR_PATH_TCP 1U
 
-/*
- * Legacy map definition, one per symbol in the ELF section "maps". Five
- * __u32 fields in this order; the loader reads exactly this layout.
- */
-struct sockredir_map_def {
-	__u32 type;
-	__u32 key_size;
-	__u32 value_size;
-	__u32 max_entries;
-	__u32 map_flags;
-};
-
 /* Names of the maps and programs, as the loader and the pin dir know them. */
 #define SOCKREDIR_MAP_SOCKS "sock_hash"
 #define SOCKREDIR_MAP_COUNTERS "counters"

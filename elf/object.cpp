@@ -15,6 +15,7 @@ namespace sockredir::elf {
 namespace {
 
 constexpr const char* kMapsSection = "maps";
+constexpr const char* kBtfMapsSection = ".maps";
 constexpr const char* kLicenseSection = "license";
 // BPF_LD | BPF_IMM | BPF_DW: the two-slot instruction that loads a 64-bit immediate.
 constexpr uint8_t kLdImm64 = BPF_LD | BPF_IMM | BPF_DW;
@@ -46,24 +47,36 @@ std::string read_license(const ElfFile& file)
     return license;
 }
 
-// Map definitions: every object symbol in "maps", at its offset, of exactly the legacy size. `map_at` maps each
-// definition's offset to its index (a std::map: the lookups stay O(log n) however many maps a hostile file holds).
-std::vector<MapSpec> read_maps(const ElfFile& file, std::map<uint64_t, size_t>& map_at, uint32_t& maps_index)
+// For each section that holds map definitions ("maps", ".maps"): the offset of each definition -> its index in
+// ObjectSpec::maps (std::map: the lookups stay O(log n) however many maps a hostile file holds).
+using MapSections = std::map<uint32_t, std::map<uint64_t, size_t>>;
+
+// The map symbols of section `s`: named, not the section symbol, each at its own offset.
+std::vector<const Symbol*> map_symbols(const ElfFile& file, const Section& s)
 {
-    std::vector<MapSpec> maps;
+    std::vector<const Symbol*> out;
+    for (const auto& sym : file.symbols) {
+        if (sym.shndx != s.index || sym.type == STT_SECTION)
+            continue;
+        if (sym.name.empty())
+            throw Error("section " + quoted(s.name) + ": map symbol #" + std::to_string(sym.index) + " has no name");
+        out.push_back(&sym);
+    }
+    return out;
+}
+
+// Legacy map definitions: every object symbol in "maps", at its offset, of exactly the legacy size.
+void read_legacy_maps(const ElfFile& file, std::vector<MapSpec>& maps, MapSections& sections)
+{
     const Section* s = file.find_section(kMapsSection);
-    maps_index = 0;
     if (s == nullptr)
-        return maps;
-    maps_index = s->index;
+        return;
     if (s->type != SHT_PROGBITS)
         throw Error("section 'maps': is not PROGBITS (type " + std::to_string(s->type) + ")");
-    for (const auto& sym : file.symbols) {
-        if (sym.shndx != s->index || sym.type == STT_SECTION)
-            continue;
+    auto& map_at = sections[s->index];
+    for (const Symbol* symp : map_symbols(file, *s)) {
+        const Symbol& sym = *symp;
         const auto what = "section 'maps': map " + quoted(sym.name);
-        if (sym.name.empty())
-            throw Error("section 'maps': map symbol #" + std::to_string(sym.index) + " has no name");
         if (sym.size != sizeof(LegacyMapDef))
             throw Error(what + ": definition is " + std::to_string(sym.size) + " bytes, expected " +
                         std::to_string(sizeof(LegacyMapDef)));
@@ -86,7 +99,45 @@ std::vector<MapSpec> read_maps(const ElfFile& file, std::map<uint64_t, size_t>& 
         map_at.emplace(sym.value, maps.size());
         maps.push_back(std::move(m));
     }
-    return maps;
+}
+
+// BTF-defined maps (libbpf's): the DATASEC ".maps" of the object's BTF describes each map, the ELF symbol of the
+// same name gives its offset, which the programs' relocations use.
+void read_btf_maps(const ElfFile& file, const std::optional<Btf>& btf, std::vector<MapSpec>& maps,
+                   MapSections& sections)
+{
+    const Section* s = file.find_section(kBtfMapsSection);
+    if (s == nullptr)
+        return;
+    if (!btf)
+        throw Error("section '.maps': BTF-defined maps need the object's .BTF (compile with clang -g)");
+    auto defs = parse_btf_maps(*btf, kBtfMapsSection);
+    auto& map_at = sections[s->index];
+    const auto symbols = map_symbols(file, *s);
+    for (const Symbol* sym : symbols) {
+        const auto what = "section '.maps': map " + quoted(sym->name);
+        auto def = std::find_if(defs.begin(), defs.end(), [&](const BtfMapDef& d) { return d.name == sym->name; });
+        if (def == defs.end())
+            throw Error(what + ": no VAR of that name in the BTF DATASEC '.maps'");
+        if (!def->inner.empty() || def->has_values)
+            throw Error(what + ": __array(values, ...) (map-in-map, program arrays) is not supported");
+        if (map_at.count(sym->value) != 0)
+            throw Error(what + ": shares its offset with another map");
+        MapSpec m;
+        m.name = def->name;
+        m.type = def->type;
+        m.key_size = def->key_size;
+        m.value_size = def->value_size;
+        m.max_entries = def->max_entries;
+        m.flags = def->map_flags;
+        m.btf_key_type_id = def->key_type_id;
+        m.btf_value_type_id = def->value_type_id;
+        map_at.emplace(sym->value, maps.size());
+        maps.push_back(std::move(m));
+        defs.erase(def);
+    }
+    if (!defs.empty())
+        throw Error("section '.maps': map " + quoted(defs.front().name) + " of the BTF DATASEC has no ELF symbol");
 }
 
 // `functions` holds the STT_FUNC symbols of section `s`, in symbol table order.
@@ -124,7 +175,7 @@ std::vector<bpf_insn> read_insns(const Section& s)
 std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const Section& prog,
                                                     const std::vector<bpf_insn>& insns,
                                                     const std::vector<const RelocationSection*>& relocations,
-                                                    const std::map<uint64_t, size_t>& map_at, uint32_t maps_index)
+                                                    const MapSections& map_sections)
 {
     std::vector<MapRelocation> out;
     for (const RelocationSection* rsp : relocations) {
@@ -149,7 +200,8 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
             if (sym.shndx == SHN_UNDEF)
                 throw Error(what + ": refers to undefined symbol " + quoted(sym.name) +
                             " (extern symbols and kfuncs are not supported)");
-            if (maps_index == 0 || sym.shndx != maps_index) {
+            const auto map_section = map_sections.find(sym.shndx);
+            if (map_section == map_sections.end()) {
                 const std::string target =
                     sym.shndx < file.sections.size() ? file.sections[sym.shndx].name : std::to_string(sym.shndx);
                 throw Error(what + ": refers to symbol " + quoted(sym.name) + " in section " + quoted(target) +
@@ -158,9 +210,10 @@ std::vector<MapRelocation> read_program_relocations(const ElfFile& file, const S
             // A relocation against the section symbol addresses a map by offset.
             const uint64_t offset =
                 sym.type == STT_SECTION ? uint64_t{static_cast<uint32_t>(insns[insn].imm)} : sym.value;
-            const auto map = map_at.find(offset);
-            if (map == map_at.end())
-                throw Error(what + ": no map starts at offset " + std::to_string(offset) + " of section 'maps'");
+            const auto map = map_section->second.find(offset);
+            if (map == map_section->second.end())
+                throw Error(what + ": no map starts at offset " + std::to_string(offset) + " of section " +
+                            quoted(file.sections[sym.shndx].name));
             out.push_back({insn, map->second});
         }
     }
@@ -231,9 +284,16 @@ ObjectSpec parse_object(std::span<const std::byte> bytes)
                     ")");
     ObjectSpec object;
     object.license = read_license(file);
-    std::map<uint64_t, size_t> map_at;
-    uint32_t maps_index = 0;
-    object.maps = read_maps(file, map_at, maps_index);
+    std::optional<BtfExt> ext;
+    if (const Section* s = file.find_section(".BTF")) {
+        object.btf = parse_btf(s->data, ".BTF");
+        fixup_datasecs(*object.btf, file);
+        if (const Section* e = file.find_section(".BTF.ext"))
+            ext = parse_btf_ext(e->data, *object.btf, ".BTF.ext");
+    }
+    MapSections map_sections;
+    read_legacy_maps(file, object.maps, map_sections);
+    read_btf_maps(file, object.btf, object.maps, map_sections);
     // Function symbols and relocation sections grouped by section, in one pass each: looking them up per program
     // section would cost sections x symbols, which a hostile file makes large.
     std::vector<std::vector<const Symbol*>> functions(file.sections.size());
@@ -254,7 +314,14 @@ ObjectSpec parse_object(std::span<const std::byte> bytes)
         p.section = s.name;
         p.insns = read_insns(s);
         p.name = program_name(s, functions[s.index]);
-        p.relocations = read_program_relocations(file, s, p.insns, relocations[s.index], map_at, maps_index);
+        p.relocations = read_program_relocations(file, s, p.insns, relocations[s.index], map_sections);
+        if (ext) {
+            // A program is its whole section (program_name checked that), so its records are the section's.
+            p.func_info = program_func_info(*ext, s.name, 0, s.size);
+            p.line_info = program_line_info(*ext, s.name, 0, s.size);
+            const auto relos = ext->core_relos_of(s.name);
+            p.core_relos.assign(relos.begin(), relos.end());
+        }
         object.programs.push_back(std::move(p));
     }
     // An executable section with a function symbol but no bytes is a program with no instructions.

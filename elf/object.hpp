@@ -5,10 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "elf/btf.hpp"
 #include "loader/base/error.hpp"
 
 namespace sockredir::elf {
@@ -25,7 +27,8 @@ struct LegacyMapDef {
     uint32_t map_flags;
 };
 
-// One legacy map definition: a symbol in the "maps" section.
+// One map definition: a VAR of the DATASEC ".maps" in the object's BTF (as libbpf declares maps), or a symbol of
+// the legacy section "maps".
 struct MapSpec {
     std::string name;
     uint32_t type = 0;
@@ -33,6 +36,9 @@ struct MapSpec {
     uint32_t value_size = 0;
     uint32_t max_entries = 0;
     uint32_t flags = 0;
+    // BTF-defined maps: the key and value types in the object's BTF (0: declared by size only).
+    uint32_t btf_key_type_id = 0;
+    uint32_t btf_value_type_id = 0;
 };
 
 // An ld_imm64 at instruction `insn` that must be patched with the fd of map `map`.
@@ -46,12 +52,20 @@ struct ProgramSpec {
     std::string section; // the section name, which selects the program type
     std::vector<bpf_insn> insns;
     std::vector<MapRelocation> relocations;
+    // From .BTF.ext, with instruction indexes relative to the program: its functions and source lines (for
+    // BPF_PROG_LOAD), and its CO-RE relocations (insn_off in bytes from the program's start).
+    std::vector<bpf_func_info> func_info;
+    std::vector<bpf_line_info> line_info;
+    std::vector<BtfCoreRelo> core_relos;
 };
 
 struct ObjectSpec {
     std::string license;
     std::vector<MapSpec> maps;
     std::vector<ProgramSpec> programs;
+    // The object's .BTF, with DATASEC sizes and VAR offsets fixed up as the kernel needs them; absent when the
+    // object has none (compiled without -g).
+    std::optional<Btf> btf;
 
     const MapSpec* find_map(std::string_view name) const;
     const ProgramSpec* find_program(std::string_view name) const;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bpf/sockredir_shared.h"
+#include "elf/object.hpp"
 
 namespace sockredir::test {
 
@@ -145,9 +146,9 @@ private:
 
 struct MapRecipe {
     std::string name;
-    sockredir_map_def def{};
-    // The size the symbol claims; sizeof(sockredir_map_def) unless a test breaks it.
-    uint64_t symbol_size = sizeof(sockredir_map_def);
+    elf::LegacyMapDef def{};
+    // The size the symbol claims; sizeof(elf::LegacyMapDef) unless a test breaks it.
+    uint64_t symbol_size = sizeof(elf::LegacyMapDef);
 };
 
 struct ProgramRecipe {

@@ -142,9 +142,9 @@ TEST_CASE("an object with 200000 map definitions is refused in linear time")
     b.add_program("sockops", "f", {mov64_imm(0, 1), exit_insn()});
     constexpr uint64_t kMaps = 200000;
     const auto maps =
-        b.add_section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, Bytes(kMaps * sizeof(sockredir_map_def)), 4);
+        b.add_section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, Bytes(kMaps * sizeof(elf::LegacyMapDef)), 4);
     for (uint64_t i = 0; i < kMaps; ++i)
-        b.add_symbol({"m", static_cast<uint16_t>(maps), i * sizeof(sockredir_map_def), sizeof(sockredir_map_def),
+        b.add_symbol({"m", static_cast<uint16_t>(maps), i * sizeof(elf::LegacyMapDef), sizeof(elf::LegacyMapDef),
                       STT_OBJECT, STB_GLOBAL});
     b.add_section("license", SHT_PROGBITS, SHF_ALLOC, to_bytes(std::string("GPL") + '\0'), 1);
     const auto bytes = b.build();

@@ -219,7 +219,7 @@ TEST_CASE("a relocation against the maps section symbol finds the map by the ins
     Bytes bytes = with_rel(p, "sockops", 0, [&](Elf64_Rel& r) { set_symbol(r, section_sym); });
     // The first ld_imm64 of sockops now addresses "maps" + imm; point imm at counters (the second map).
     const auto sockops = get_shdr(bytes, p.section_of.at("sockops"));
-    const int32_t counters_offset = sizeof(sockredir_map_def);
+    const int32_t counters_offset = sizeof(elf::LegacyMapDef);
     store(bytes, sockops.sh_offset + offsetof(bpf_insn, imm), counters_offset);
     const auto obj = parse(bytes);
     REQUIRE(obj.programs[0].relocations.size() == 2);
@@ -459,8 +459,8 @@ TEST_CASE("a map definition of the wrong size is refused")
 TEST_CASE("a map definition that lies outside the maps section is refused")
 {
     auto p = ObjectRecipe{}.parts();
-    p.builder.add_symbol({"beyond", static_cast<uint16_t>(p.section_of.at("maps")), 4 * sizeof(sockredir_map_def),
-                          sizeof(sockredir_map_def), STT_OBJECT, STB_GLOBAL});
+    p.builder.add_symbol({"beyond", static_cast<uint16_t>(p.section_of.at("maps")), 4 * sizeof(elf::LegacyMapDef),
+                          sizeof(elf::LegacyMapDef), STT_OBJECT, STB_GLOBAL});
     CHECK_THROWS_WITH_AS(parse(p.builder.build()),
                          doctest::Contains("section 'maps': map 'beyond': definition at offset 80 lies outside the "
                                            "section (80 bytes)"),
@@ -470,7 +470,7 @@ TEST_CASE("a map definition that lies outside the maps section is refused")
 TEST_CASE("a misaligned map definition is refused")
 {
     auto p = ObjectRecipe{}.parts();
-    p.builder.add_symbol({"askew", static_cast<uint16_t>(p.section_of.at("maps")), 2, sizeof(sockredir_map_def),
+    p.builder.add_symbol({"askew", static_cast<uint16_t>(p.section_of.at("maps")), 2, sizeof(elf::LegacyMapDef),
                           STT_OBJECT, STB_GLOBAL});
     CHECK_THROWS_WITH_AS(parse(p.builder.build()),
                          doctest::Contains("section 'maps': map 'askew': definition at offset 2 is misaligned"), Error);
@@ -479,8 +479,8 @@ TEST_CASE("a misaligned map definition is refused")
 TEST_CASE("two maps at the same offset are refused")
 {
     auto p = ObjectRecipe{}.parts();
-    p.builder.add_symbol({"alias", static_cast<uint16_t>(p.section_of.at("maps")), sizeof(sockredir_map_def),
-                          sizeof(sockredir_map_def), STT_OBJECT, STB_GLOBAL});
+    p.builder.add_symbol({"alias", static_cast<uint16_t>(p.section_of.at("maps")), sizeof(elf::LegacyMapDef),
+                          sizeof(elf::LegacyMapDef), STT_OBJECT, STB_GLOBAL});
     CHECK_THROWS_WITH_AS(parse(p.builder.build()),
                          doctest::Contains("section 'maps': map 'alias': shares its offset with another map"), Error);
 }
@@ -489,7 +489,7 @@ TEST_CASE("a map symbol without a name is refused")
 {
     auto p = ObjectRecipe{}.parts();
     const auto sym = p.builder.add_symbol(
-        {"", static_cast<uint16_t>(p.section_of.at("maps")), 0, sizeof(sockredir_map_def), STT_OBJECT, STB_GLOBAL});
+        {"", static_cast<uint16_t>(p.section_of.at("maps")), 0, sizeof(elf::LegacyMapDef), STT_OBJECT, STB_GLOBAL});
     const std::string expected = "section 'maps': map symbol #" + std::to_string(sym) + " has no name";
     CHECK_THROWS_WITH_AS(parse(p.builder.build()), doctest::Contains(expected.c_str()), Error);
 }

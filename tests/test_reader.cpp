@@ -154,12 +154,13 @@ TEST_CASE("a NOBITS section may claim more bytes than the file has")
     CHECK(f.sections[s.bss].data.empty());
 }
 
-TEST_CASE("the reader accepts the clang-built object and sees its program, map and license sections")
+TEST_CASE("the reader accepts the clang-built object and sees its program, map, BTF and license sections")
 {
     const Bytes bytes = real_object();
     const auto f = read_bytes(bytes);
     CHECK(f.machine == EM_BPF);
-    for (const char* name : {"sockops", "sk_msg", "maps", "license", ".symtab", ".relsockops", ".relsk_msg"})
+    for (const char* name :
+         {"sockops", "sk_msg", ".maps", ".BTF", ".BTF.ext", "license", ".symtab", ".relsockops", ".relsk_msg"})
         CHECK_MESSAGE(f.find_section(name) != nullptr, name);
     const auto* sockops = f.find_section("sockops");
     REQUIRE(sockops != nullptr);
@@ -502,7 +503,7 @@ TEST_CASE("corrupting any single byte of the headers, symbols or relocations nev
         {0, sizeof(Elf64_Ehdr)},
         {ehdr.e_shoff, uint64_t{ehdr.e_shnum} * sizeof(Elf64_Shdr)},
     };
-    for (const char* name : {".symtab", ".relsockops", ".relsk_msg", "maps", "license"}) {
+    for (const char* name : {".symtab", ".relsockops", ".relsk_msg", ".maps", "license", ".BTF", ".BTF.ext"}) {
         const auto sh = get_shdr(whole, section_index(whole, name));
         ranges.emplace_back(sh.sh_offset, sh.sh_size);
     }

@@ -90,7 +90,7 @@ TEST_CASE("a program in a section the loader does not know is refused by name")
     recipe.programs.push_back({"xdp", "xdp_prog", {}});
     CHECK_THROWS_WITH_AS(open_object(recipe.build()),
                          doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
-                                           "support (sections: sockops, sk_msg)"),
+                                           "support (sections: sockops, sk_msg, tp_btf/NAME, fentry/NAME, fexit/NAME)"),
                          Error);
 }
 

@@ -21,7 +21,7 @@ regressions=tests/fuzz/regressions
 bin="$out/fuzz_plan"
 cxx="${CXX_FUZZ:-clang++}"
 # Everything sockredir_spec() needs, and nothing that makes a syscall (no loader/sys.cpp).
-sources=(loader/base/error.cpp elf/reader.cpp elf/object.cpp loader/ebpf/spec.cpp loader/app/contract.cpp loader/app/ports.cpp
+sources=(loader/base/error.cpp elf/reader.cpp elf/btf.cpp elf/object.cpp loader/ebpf/spec.cpp loader/app/contract.cpp loader/app/ports.cpp
     tests/fuzz/fuzz_plan.cpp)
 cxxflags=(-std=c++20 -g -O1 -Wall -Wextra -Werror -I. -DSOCKREDIR_VERSION='"fuzz"')
 sanitize=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all -fno-omit-frame-pointer)

@@ -1,7 +1,11 @@
 // Loading: maps first (created, then filled), then relocation, then BPF_PROG_LOAD with a verifier-log retry.
 #include "loader/ebpf/collection.hpp"
 
+#include <cerrno>
 #include <cstring>
+#include <optional>
+
+#include "elf/core.hpp"
 
 #include "loader/ebpf/btf.hpp"
 #include "loader/ebpf/sys.hpp"
@@ -13,24 +17,70 @@ namespace {
 // Large enough for the verifier's log of programs this size at log level 1.
 constexpr size_t kVerifierLogSize = 1U << 20;
 
-// BTF for a map type the kernel creates only with BTF. Until the object's own BTF is loaded, the one INT of
-// minimal_btf() describes a 4-byte key and value.
-void set_map_btf(const MapSpec& m, Collection& c, sys::MapCreateArgs& args)
+// Whether anything in the spec refers to its BTF: then it is loaded.
+bool uses_btf(const CollectionSpec& spec)
+{
+    if (!spec.btf)
+        return false;
+    for (const auto& m : spec.maps)
+        if (m.btf_key_type_id != 0 || m.btf_value_type_id != 0)
+            return true;
+    for (const auto& p : spec.programs)
+        if (!p.func_info.empty() || !p.line_info.empty())
+            return true;
+    return false;
+}
+
+// A legacy definition of a map type the kernel creates only with BTF: the one INT of minimal_btf() describes a
+// 4-byte key and value, in a BTF of its own.
+void set_legacy_map_btf(const MapSpec& m, Fd& legacy_btf, sys::MapCreateArgs& args)
 {
     if (m.key_size != 4 || m.value_size != 4)
         throw Error("map '" + m.name + "': " + map_type_name(m.type) +
-                    " needs BTF for its key and value, and this object has none for a " + std::to_string(m.key_size) +
-                    "+" + std::to_string(m.value_size) + " byte entry");
-    if (!c.btf) {
+                    " needs BTF for its key and value; declare it in '.maps' with __type(key, ...) and "
+                    "__type(value, ...)");
+    if (!legacy_btf) {
         const auto blob = minimal_btf();
-        c.btf = sys::btf_load(blob);
+        legacy_btf = sys::btf_load(blob);
     }
-    args.btf_fd = c.btf.get();
+    args.btf_fd = legacy_btf.get();
     args.btf_key_type_id = kBtfIntTypeId;
     args.btf_value_type_id = kBtfIntTypeId;
 }
 
-Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vector<bpf_insn>& insns)
+Fd create_map(const MapSpec& m, const Collection& c, Fd& legacy_btf)
+{
+    sys::MapCreateArgs args;
+    args.type = m.type;
+    args.key_size = m.key_size;
+    args.value_size = m.value_size;
+    args.max_entries = m.max_entries;
+    args.flags = m.flags;
+    args.name = m.name;
+    const bool typed = c.btf && (m.btf_key_type_id != 0 || m.btf_value_type_id != 0);
+    if (typed) {
+        args.btf_fd = c.btf.get();
+        args.btf_key_type_id = m.btf_key_type_id;
+        args.btf_value_type_id = m.btf_value_type_id;
+    } else if (m.needs_btf) {
+        set_legacy_map_btf(m, legacy_btf, args);
+    }
+    try {
+        return sys::map_create(args);
+    } catch (const Error& e) {
+        // Some map types take no BTF value type (a sockhash on older kernels): libbpf retries without BTF, where
+        // the map type does not need it, and so do we.
+        if (!typed || m.needs_btf || e.code() == EPERM || e.code() == ENOMEM)
+            throw;
+    }
+    args.btf_fd = -1;
+    args.btf_key_type_id = 0;
+    args.btf_value_type_id = 0;
+    return sys::map_create(args);
+}
+
+Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vector<bpf_insn>& insns,
+                const Collection& c, uint32_t attach_btf_id)
 {
     sys::ProgLoadArgs args;
     args.type = p.type;
@@ -38,6 +88,12 @@ Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vec
     args.insns = insns;
     args.license = spec.license;
     args.name = p.name;
+    args.attach_btf_id = attach_btf_id;
+    if (c.btf) {
+        args.prog_btf_fd = c.btf.get();
+        args.func_info = p.func_info;
+        args.line_info = p.line_info;
+    }
     try {
         return sys::prog_load(args);
     } catch (const Error&) {
@@ -63,17 +119,11 @@ Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vec
 Collection create_maps(const CollectionSpec& spec)
 {
     Collection c;
+    if (uses_btf(spec))
+        c.btf = load_btf(*spec.btf);
+    Fd legacy_btf;
     for (const auto& m : spec.maps) {
-        sys::MapCreateArgs args;
-        args.type = m.type;
-        args.key_size = m.key_size;
-        args.value_size = m.value_size;
-        args.max_entries = m.max_entries;
-        args.flags = m.flags;
-        args.name = m.name;
-        if (m.needs_btf)
-            set_map_btf(m, c, args);
-        Fd fd = sys::map_create(args);
+        Fd fd = create_map(m, c, legacy_btf);
         for (const auto& e : m.contents)
             sys::map_update(fd.get(), e.key.data(), e.value.data(), BPF_ANY);
         c.maps.add({m.name, m.type, std::move(fd)});
@@ -100,21 +150,37 @@ std::vector<bpf_insn> relocate(const ProgramSpec& program, const std::unordered_
     return insns;
 }
 
-void load_programs(const CollectionSpec& spec, Collection& collection)
+void load_programs(const CollectionSpec& spec, Collection& collection, const LoadOptions& options)
 {
     std::unordered_map<std::string, int> map_fds;
     for (const auto& m : collection.maps)
         map_fds.emplace(m.name, m.fd.get());
+    // The kernel's BTF is large (5 MB): read once, and only for a spec that needs it.
+    std::optional<elf::Btf> kernel;
+    const auto kernel_btf = [&]() -> const elf::Btf& {
+        if (!kernel)
+            kernel = read_kernel_btf(options.kernel_btf);
+        return *kernel;
+    };
     for (const auto& p : spec.programs) {
-        Fd fd = load_program(spec, p, relocate(p, map_fds));
+        auto insns = relocate(p, map_fds);
+        if (!p.core_relos.empty()) {
+            if (!spec.btf)
+                throw Error("program '" + p.name + "': CO-RE relocations without the object's BTF");
+            elf::apply_core_relocations(insns, p.core_relos, 0, *spec.btf, kernel_btf(), p.name);
+        }
+        uint32_t target = 0;
+        if (p.type == BPF_PROG_TYPE_TRACING)
+            target = attach_btf_id(kernel_btf(), p.expected_attach_type, p.attach_to);
+        Fd fd = load_program(spec, p, insns, collection, target);
         collection.programs.add({p.name, p.section, p.type, p.attach_type, std::move(fd)});
     }
 }
 
-Collection load_collection(const CollectionSpec& spec)
+Collection load_collection(const CollectionSpec& spec, const LoadOptions& options)
 {
     Collection c = create_maps(spec);
-    load_programs(spec, c);
+    load_programs(spec, c, options);
     return c;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "loader/base/fd.hpp"
+#include "loader/ebpf/btf.hpp"
 #include "loader/ebpf/spec.hpp"
 
 namespace sockredir::ebpf {
@@ -36,17 +37,24 @@ struct Collection {
     ByName<Program> programs{"program"};
 };
 
+struct LoadOptions {
+    // The kernel BTF that CO-RE relocations and tracing targets are resolved against, read only when the spec
+    // needs it.
+    std::string kernel_btf = kKernelBtfPath;
+};
+
 // Each phase is its own function so that a stack trace or a test can name it.
-// Creates every map of the spec and writes its contents.
+// Loads the object's BTF (when maps or programs refer to it) and creates every map of the spec, with its BTF key
+// and value types, and writes its contents.
 Collection create_maps(const CollectionSpec& spec);
 // The program's instructions with every map reference patched to the map's fd (ld_imm64 src_reg =
 // BPF_PSEUDO_MAP_FD, imm = fd). `map_fds`: by map name.
 std::vector<bpf_insn> relocate(const ProgramSpec& program, const std::unordered_map<std::string, int>& map_fds);
 // Loads every program of the spec into `collection`. A rejection is retried once with the verifier log on; the
 // Error thrown then carries the log (Error::log()), and nothing is printed.
-void load_programs(const CollectionSpec& spec, Collection& collection);
+void load_programs(const CollectionSpec& spec, Collection& collection, const LoadOptions& options = {});
 
 // create_maps + load_programs.
-Collection load_collection(const CollectionSpec& spec);
+Collection load_collection(const CollectionSpec& spec, const LoadOptions& options = {});
 
 } // namespace sockredir::ebpf

@@ -20,6 +20,10 @@ struct SectionType {
 constexpr SectionType kSectionTypes[] = {
     {"sockops", false, BPF_PROG_TYPE_SOCK_OPS, 0, BPF_CGROUP_SOCK_OPS},
     {"sk_msg", false, BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, BPF_SK_MSG_VERDICT},
+    // Tracing programs name their target after the '/': attached by BPF_RAW_TRACEPOINT_OPEN.
+    {"tp_btf", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, BPF_TRACE_RAW_TP},
+    {"fentry", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPF_TRACE_FENTRY},
+    {"fexit", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, BPF_TRACE_FEXIT},
 };
 
 const SectionType* section_type(const std::string& section)
@@ -122,6 +126,8 @@ MapSpec map_spec(const elf::MapSpec& m)
     s.max_entries = m.max_entries;
     s.flags = m.flags;
     s.needs_btf = t->needs_btf;
+    s.btf_key_type_id = m.btf_key_type_id;
+    s.btf_value_type_id = m.btf_value_type_id;
     return s;
 }
 
@@ -131,7 +137,7 @@ ProgramSpec program_spec(const elf::ProgramSpec& p, const elf::ObjectSpec& objec
     if (t == nullptr) {
         std::string known;
         for (const auto& k : kSectionTypes)
-            known += std::string(known.empty() ? "" : ", ") + k.section + (k.prefix ? "[/...]" : "");
+            known += std::string(known.empty() ? "" : ", ") + k.section + (k.prefix ? "/NAME" : "");
         throw Error("section " + quoted(p.section) + ": program " + quoted(p.name) +
                     " has a program type this loader does not support (sections: " + known + ")");
     }
@@ -141,7 +147,12 @@ ProgramSpec program_spec(const elf::ProgramSpec& p, const elf::ObjectSpec& objec
     s.type = t->prog_type;
     s.expected_attach_type = t->expected_attach_type;
     s.attach_type = t->attach_type;
+    if (t->prefix)
+        s.attach_to = p.section.substr(p.section.find('/') + 1);
     s.insns = p.insns;
+    s.func_info = p.func_info;
+    s.line_info = p.line_info;
+    s.core_relos = p.core_relos;
     for (const auto& r : p.relocations) {
         if (r.map >= object.maps.size())
             throw Error("section " + quoted(p.section) + ": relocation names map #" + std::to_string(r.map) + " of " +
@@ -191,6 +202,7 @@ CollectionSpec make_collection_spec(const elf::ObjectSpec& object)
 {
     CollectionSpec spec;
     spec.license = object.license;
+    spec.btf = object.btf;
     for (const auto& m : object.maps)
         spec.maps.add(map_spec(m));
     for (const auto& p : object.programs)

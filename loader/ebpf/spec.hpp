@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -75,6 +76,9 @@ struct MapSpec {
     uint32_t flags = 0;
     // The kernel creates this type only with BTF for its key and value (socket storage).
     bool needs_btf = false;
+    // The key and value types in CollectionSpec::btf (0: none), so that bpftool prints entries field by field.
+    uint32_t btf_key_type_id = 0;
+    uint32_t btf_value_type_id = 0;
     // Written with BPF_MAP_UPDATE_ELEM right after the map is created, before any program can see it
     // (cilium/ebpf MapSpec.Contents, libbpf bpf_map__set_initial_value).
     std::vector<MapEntry> contents;
@@ -100,12 +104,22 @@ struct ProgramSpec {
     uint32_t expected_attach_type = 0;
     // How the program is attached: the attach type of BPF_LINK_CREATE / BPF_PROG_ATTACH.
     uint32_t attach_type = 0;
+    // Tracing programs: what they attach to, by name in the kernel's BTF (a function for fentry/fexit, a
+    // tracepoint for tp_btf), from the section name ("fexit/sock_recvmsg").
+    std::string attach_to;
     std::vector<bpf_insn> insns;
     std::vector<MapReference> maps;
+    // From .BTF.ext: loaded with the program (source lines in verifier logs and bpftool), and the CO-RE
+    // relocations resolved against the kernel's BTF before load.
+    std::vector<bpf_func_info> func_info;
+    std::vector<bpf_line_info> line_info;
+    std::vector<elf::BtfCoreRelo> core_relos;
 };
 
 struct CollectionSpec {
     std::string license;
+    // The object's BTF (fixed up), loaded with BPF_BTF_LOAD for the maps and programs that name its types.
+    std::optional<elf::Btf> btf;
     ByName<MapSpec> maps{"map"};
     ByName<ProgramSpec> programs{"program"};
 
