@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "loader/app/cli.hpp"
-#include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 
 using namespace sockredir;
@@ -192,13 +191,6 @@ TEST_CASE("an extra positional argument is a usage error")
     CHECK(usage_error({"--version", "x"}).find("unexpected argument 'x'") == 0);
 }
 
-TEST_CASE("the exit codes are those of the contract")
-{
-    CHECK(kExitOk == 0);
-    CHECK(kExitFailure == 1);
-    CHECK(kExitUsage == 2);
-}
-
 TEST_CASE("each kernel refusal is one line that says what the operator can do")
 {
     using sockredir::app::describe_error;
@@ -275,22 +267,6 @@ TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
     CHECK(usage_error({"status", "--ports", "80"}).find("unknown option '--ports'") == 0);
 }
 
-TEST_CASE("a port selection round-trips through the config bitmap that sock_ops reads")
-{
-    sockredir_config cfg{};
-    CHECK(format_ports(cfg) == "all");
-    apply_ports({}, cfg);
-    CHECK(cfg.flags == 0); // no selection: every port
-    apply_ports(*parse_ports("6379,8000-8100,1,65535,63-64"), cfg);
-    CHECK((cfg.flags & SOCKREDIR_F_PORTS) != 0);
-    CHECK(format_ports(cfg) == "1,63-64,6379,8000-8100,65535");
-    // The bit layout sock_ops tests: ports[p / 64] bit p % 64.
-    CHECK(((cfg.ports[6379 / 64] >> (6379 % 64)) & 1) == 1);
-    CHECK(((cfg.ports[6380 / 64] >> (6380 % 64)) & 1) == 0);
-    CHECK(((cfg.ports[65535 / 64] >> 63) & 1) == 1);
-    CHECK((cfg.ports[0] & 1) == 0); // port 0 is never selected
-}
-
 TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
 {
     const auto c = parsed({"ports", "6379,8000-8100"});
@@ -316,33 +292,4 @@ TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
     CHECK(usage_error({"ports", "--cgroup", "/c", "80"}).find("unknown option '--cgroup'") == 0);
     // A selection is no argument of any other verb.
     CHECK(usage_error({"detach", "80"}).find("unexpected argument '80'") == 0);
-}
-
-TEST_CASE("replace_ports swaps the whole selection and keeps the other flags")
-{
-    sockredir_config cfg{};
-    cfg.flags = SOCKREDIR_F_DRAINING;
-    apply_ports(*parse_ports("80,6379"), cfg);
-    replace_ports(*parse_ports("443"), cfg);
-    CHECK(format_ports(cfg) == "443"); // 80 and 6379 are gone, not added to
-    CHECK((cfg.flags & SOCKREDIR_F_DRAINING) != 0);
-    replace_ports({}, cfg);
-    CHECK(format_ports(cfg) == "all");
-    CHECK(cfg.flags == SOCKREDIR_F_DRAINING);
-    for (const auto word : cfg.ports)
-        CHECK(word == 0);
-}
-
-TEST_CASE("parse_decimal takes 1 to max_digits digits that fit in 32 bits, nothing else")
-{
-    CHECK(parse_decimal("0") == 0U);
-    CHECK(parse_decimal("4294967295") == 4294967295U);
-    CHECK_FALSE(parse_decimal("4294967296"));
-    CHECK_FALSE(parse_decimal("12345678901")); // 11 digits
-    CHECK(parse_decimal("65535", 5) == 65535U);
-    CHECK_FALSE(parse_decimal("065535", 5)); // six digits, even with a leading zero
-    for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1.0", "0x10", "١"}) {
-        CAPTURE(bad);
-        CHECK_FALSE(parse_decimal(bad));
-    }
 }
