@@ -1,12 +1,10 @@
 // Unit tests of loader/cli's parse_command_line: every verb, every option and every usage error.
-#include <cerrno>
 #include <doctest/doctest.h>
 
 #include <string>
 #include <vector>
 
 #include "loader/app/cli.hpp"
-#include "loader/base/error.hpp"
 
 using namespace sockredir;
 using namespace sockredir::base;
@@ -189,30 +187,6 @@ TEST_CASE("an extra positional argument is a usage error")
     CHECK(usage_error({"detach", "--pin-dir", "/p", "again"}).find("unexpected argument 'again'") == 0);
     CHECK(usage_error({"--help", "attach"}).find("unexpected argument 'attach'") == 0);
     CHECK(usage_error({"--version", "x"}).find("unexpected argument 'x'") == 0);
-}
-
-TEST_CASE("each kernel refusal is one line that says what the operator can do")
-{
-    using sockredir::app::describe_error;
-    using sockredir::base::Error;
-    const auto line = [](const Error& e) {
-        const std::string d = describe_error(e);
-        CHECK(d.find('\n') == std::string::npos);
-        CHECK(d.rfind(e.what(), 0) == 0); // the error itself comes first, unchanged
-        return d;
-    };
-    CHECK(line(Error("BPF_MAP_CREATE map 'sock_hash'", EPERM)).find("needs root") != std::string::npos);
-    CHECK(line(Error("BPF_MAP_CREATE map 'sock_hash'", ENOMEM)).find("lower --max-sockets") != std::string::npos);
-    CHECK(line(Error("BPF_LINK_CREATE", E2BIG)).find("Linux 5.15 or newer") != std::string::npos);
-    CHECK(line(Error("BPF_LINK_CREATE", EINVAL)).find("lacks a feature") != std::string::npos);
-    CHECK(line(Error("BPF_MAP_CREATE map 'x'", ENOSYS)).find("CONFIG_BPF_SYSCALL") != std::string::npos);
-    // EINVAL outside bpf(2) and the verifier's EACCES get no guess appended.
-    const Error not_bpf("cgroup /x: not a cgroup2 directory", EINVAL);
-    CHECK(line(not_bpf) == std::string(not_bpf.what()));
-    const Error verifier("the verifier rejected program 'sockredir_msg' (section 'sk_msg'), log above", EACCES);
-    CHECK(line(verifier) == std::string(verifier.what()));
-    const Error plain("ELF header: not an ELF file (bad magic)");
-    CHECK(line(plain) == std::string(plain.what()));
 }
 
 TEST_CASE("check takes no option but --help")

@@ -13,6 +13,7 @@
 
 #include "loader/app/attach.hpp"
 #include "loader/app/embedded.hpp"
+#include "loader/app/hints.hpp"
 #include "loader/app/plan.hpp"
 #include "loader/app/probe.hpp"
 #include "loader/app/status.hpp"
@@ -176,38 +177,6 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
     if (c.verb == Verb::Ports && !have_selection)
         return usage_error("ports needs a list of ports (like 80,443,8000-8100) or all");
     return {c, {}};
-}
-
-// What the operator can do about a kernel refusal, by the errno the kernel chose.
-std::string describe_error(const Error& e)
-{
-    std::string msg = e.what();
-    const bool from_bpf = msg.rfind("BPF_", 0) == 0;
-    switch (e.code()) {
-    case EPERM:
-        // What bpf(2) and mount(2) say without privileges (EACCES is the verifier's).
-        msg += " (needs root: CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
-        break;
-    case ENOMEM:
-        // Map memory is charged to the memory cgroup of the process that creates the map.
-        msg += " (the kernel could not allocate it: lower --max-sockets or raise this process's memory limit)";
-        break;
-    case E2BIG:
-        // bpf(2) says E2BIG when the request has fields this kernel does not know.
-        msg += " (this kernel is older than sockredir needs: Linux 5.15 or newer)";
-        break;
-    case EINVAL:
-        if (from_bpf)
-            msg += " (this kernel lacks a feature sockredir needs: Linux 5.15+, CONFIG_CGROUP_BPF, "
-                   "CONFIG_NET_SOCK_MSG)";
-        break;
-    case ENOSYS:
-        msg += " (this kernel has no bpf(2): CONFIG_BPF_SYSCALL is off)";
-        break;
-    default:
-        break;
-    }
-    return msg;
 }
 
 namespace {

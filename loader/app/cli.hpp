@@ -39,10 +39,6 @@ ParseResult parse_command_line(const std::vector<std::string>& args);
 // failure on stderr. Returns the exit code.
 int run(const Command& command);
 
-// The one line printed for a failure: the error, plus what the operator can do
-// about the kernel's refusal (privileges, memory, kernel version or features).
-std::string describe_error(const base::Error& e);
-
 extern const char* const kUsage;
 extern const char* const kVersion;
 
