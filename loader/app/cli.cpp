@@ -1,34 +1,23 @@
 // sockredir-min's commands: parse strictly, run one verb, map errors to exit codes 1 and 2.
 #include "loader/app/cli.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/utsname.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <csignal>
 #include <cstdio>
-#include <string_view>
 
 #include "loader/app/attach.hpp"
+#include "loader/app/checked_attach.hpp"
 #include "loader/app/embedded.hpp"
 #include "loader/app/hints.hpp"
 #include "loader/app/plan.hpp"
 #include "loader/app/probe.hpp"
+#include "loader/app/run.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
-#include "loader/base/fd.hpp"
 #include "loader/base/file.hpp"
-#include "loader/ebpf/mounts.hpp"
-#include "loader/ebpf/sys.hpp"
 
 namespace sockredir::app {
 
 using base::Error;
-using base::Fd;
-namespace sys = ebpf::sys;
 using base::parse_decimal;
 using base::read_file_bytes;
 
@@ -181,47 +170,6 @@ ParseResult parse_command_line(const std::vector<std::string>& args)
 
 namespace {
 
-// Linux version of the running kernel as major * 1000 + minor, 0 when unknown.
-unsigned kernel_version()
-{
-    struct utsname u {};
-    if (::uname(&u) != 0)
-        return 0;
-    // "MAJOR.MINOR..." by hand: sscanf would link glibc's scanf engine, a tenth of this static binary.
-    const std::string_view release(u.release);
-    const auto dot = release.find('.');
-    if (dot == std::string_view::npos)
-        return 0;
-    const auto rest = release.substr(dot + 1);
-    const auto major = parse_decimal(release.substr(0, dot));
-    const auto minor = parse_decimal(rest.substr(0, rest.find_first_not_of("0123456789")));
-    if (!major || !minor || *major > 1000 || *minor > 999)
-        return 0;
-    return *major * 1000 + *minor;
-}
-
-// attach and run refuse, with check's verdict, on a kernel (or for a caller) that cannot run sockredir: one line
-// instead of whichever step failed first. Where that is to be expected (not root, a kernel older than 5.15) the
-// probes run first and the refusal comes before anything is touched. Elsewhere they run only once something has
-// failed, so a capable kernel pays nothing for them (they cost more than the attach itself); attach takes down
-// whatever a failed step had created, so that refusal too leaves the system as it was.
-AttachResult attach_or_verdict(const AttachOptions& options)
-{
-    const auto refuse_unless_capable = [] {
-        const auto report = probe_kernel();
-        if (!can_run(report))
-            throw Error(verdict(report) + "; see sockredir-min check");
-    };
-    if (::geteuid() != 0 || kernel_version() < 5015)
-        refuse_unless_capable();
-    try {
-        return attach(options);
-    } catch (const Error&) {
-        refuse_unless_capable();
-        throw;
-    }
-}
-
 // The attach options of a command; `file` keeps an --object file's bytes alive.
 AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
 {
@@ -237,76 +185,6 @@ AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
         o.object = embedded_object();
     }
     return o;
-}
-
-// The id of the cgroup link pinned in pin_dir, 0 when none is.
-uint32_t pinned_link_id(const std::string& pin_dir)
-{
-    const std::string path = pin_dir + "/" + kPinLink;
-    if (::access(path.c_str(), F_OK) != 0)
-        return 0;
-    return sys::link_info(sys::obj_get(path).get()).id;
-}
-
-void say(const std::string& line)
-{
-    std::fputs((line + "\n").c_str(), stdout);
-    std::fflush(stdout); // a journal or a pipe reads it now, not at exit
-}
-
-// `run`: attach, wait for SIGTERM or SIGINT, detach. The stop signals are blocked before attach, so one that
-// arrives during attach is taken right after it, and never interrupts a half-done attach.
-//
-// Found attached to the same cgroup already (a run that was killed, or an operator's attach), it adopts the
-// attachment and detaches it when it stops; a live `run` on the same pin dir holds a lock on it, and a second one
-// is refused. At the stop it detaches only the attachment it attached or adopted (same link id).
-int run_foreground(const Command& c)
-{
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    if (::sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
-        throw Error("blocking SIGTERM and SIGINT", errno);
-
-    std::vector<std::byte> file;
-    const auto r = attach_or_verdict(attach_options(c, file));
-
-    // The owner's lock: held on the published pin dir for as long as this process runs.
-    Fd owner(::open(r.pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!owner)
-        throw Error("opening " + r.pin_dir, errno);
-    if (::flock(owner.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-            throw Error("another sockredir-min run owns the attachment in " + r.pin_dir + "; left it as it is");
-        throw Error("locking " + r.pin_dir, errno);
-    }
-    const uint32_t link_id = pinned_link_id(r.pin_dir);
-    if (r.outcome == AttachOutcome::AlreadyAttached)
-        say("already attached to " + r.cgroup + " (pins in " + r.pin_dir +
-            "); adopting it: it is detached when this process stops");
-    else
-        say("attached to " + r.cgroup + " (pins in " + r.pin_dir + ")");
-    say("running until SIGTERM or SIGINT");
-
-    int sig = 0;
-    while ((sig = ::sigwaitinfo(&stop, nullptr)) < 0)
-        if (errno != EINTR)
-            throw Error("waiting for SIGTERM or SIGINT", errno);
-    say(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; detaching");
-
-    const uint32_t now = pinned_link_id(r.pin_dir);
-    if (now != 0 && now != link_id) {
-        say("the pins in " + r.pin_dir + " now hold another attachment (link id " + std::to_string(now) +
-            "); left it as it is");
-        return kExitOk;
-    }
-    const auto d = detach(r.pin_dir);
-    if (d.outcome == DetachOutcome::Detached)
-        say("detached (removed " + d.pin_dir + ")");
-    else
-        say("already detached by someone else (no pins in " + d.pin_dir + "); nothing to do");
-    return kExitOk;
 }
 
 } // namespace
@@ -355,8 +233,11 @@ int run(const Command& c)
             std::fprintf(stderr, "sockredir-min: %s\n", verdict(report).c_str());
             return kExitFailure;
         }
-        case Verb::Run:
-            return run_foreground(c);
+        case Verb::Run: {
+            std::vector<std::byte> file;
+            run_foreground(attach_options(c, file));
+            return kExitOk;
+        }
         case Verb::Ports: {
             const auto r = set_ports(c.pin_dir, c.ports);
             switch (r.outcome) {
