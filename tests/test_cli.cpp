@@ -1,13 +1,13 @@
-// Unit tests of loader/cli's parse_command_line: every verb, every option and every usage error.
+// Unit tests of loader/app/cli: the command table, parse_command_line's every option and usage error, the usage.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "loader/app/cli.hpp"
 
 using namespace sockredir;
-using namespace sockredir::base;
 using namespace sockredir::app;
 
 namespace {
@@ -33,12 +33,26 @@ std::string usage_error(const Args& args)
     return r.error;
 }
 
+std::vector<std::string> lines_of(const std::string& text)
+{
+    std::vector<std::string> lines;
+    size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        lines.push_back(text.substr(start, end - start));
+        if (end == std::string::npos)
+            break;
+        start = end + 1;
+    }
+    return lines;
+}
+
 } // namespace
 
 TEST_CASE("attach without options keeps every default")
 {
     const auto c = parsed({"attach"});
-    CHECK(c.verb == Verb::Attach);
+    CHECK(c.verb == "attach");
     CHECK(c.cgroup.empty());
     CHECK(c.pin_dir.empty());
     CHECK(c.object_file.empty());
@@ -50,7 +64,7 @@ TEST_CASE("attach takes --cgroup, --pin-dir, --object and --max-sockets as separ
 {
     const auto c = parsed({"attach", "--cgroup", "/sys/fs/cgroup/test", "--pin-dir", "/sys/fs/bpf/t", "--object",
                            "obj.o", "--max-sockets", "4096"});
-    CHECK(c.verb == Verb::Attach);
+    CHECK(c.verb == "attach");
     CHECK(c.cgroup == "/sys/fs/cgroup/test");
     CHECK(c.pin_dir == "/sys/fs/bpf/t");
     CHECK(c.object_file == "obj.o");
@@ -75,10 +89,10 @@ TEST_CASE("a later option overrides an earlier one")
 
 TEST_CASE("detach takes --pin-dir")
 {
-    CHECK(parsed({"detach"}).verb == Verb::Detach);
+    CHECK(parsed({"detach"}).verb == "detach");
     CHECK(parsed({"detach"}).pin_dir.empty());
     const auto c = parsed({"detach", "--pin-dir", "/sys/fs/bpf/x"});
-    CHECK(c.verb == Verb::Detach);
+    CHECK(c.verb == "detach");
     CHECK(c.pin_dir == "/sys/fs/bpf/x");
     CHECK(parsed({"detach", "--pin-dir=/p"}).pin_dir == "/p");
 }
@@ -86,10 +100,10 @@ TEST_CASE("detach takes --pin-dir")
 TEST_CASE("status takes --pin-dir and --json")
 {
     const auto plain = parsed({"status"});
-    CHECK(plain.verb == Verb::Status);
+    CHECK(plain.verb == "status");
     CHECK_FALSE(plain.json);
     const auto c = parsed({"status", "--json", "--pin-dir", "/p"});
-    CHECK(c.verb == Verb::Status);
+    CHECK(c.verb == "status");
     CHECK(c.json);
     CHECK(c.pin_dir == "/p");
 }
@@ -97,18 +111,18 @@ TEST_CASE("status takes --pin-dir and --json")
 TEST_CASE("--help, -h and help ask for the usage; --version and -V for the version")
 {
     for (const char* arg : {"--help", "-h", "help"})
-        CHECK(parsed({arg}).verb == Verb::Help);
+        CHECK(parsed({arg}).verb == "--help");
     for (const char* arg : {"--version", "-V"})
-        CHECK(parsed({arg}).verb == Verb::Version);
-    CHECK(std::string(kUsage).find("sockredir-min attach") != std::string::npos);
+        CHECK(parsed({arg}).verb == "--version");
+    CHECK(usage().find("sockredir-min attach") != std::string::npos);
     CHECK(std::string(kVersion).find("sockredir-min") == 0);
 }
 
 TEST_CASE("--help after a verb asks for the usage")
 {
-    CHECK(parsed({"attach", "--cgroup", "/x", "--help"}).verb == Verb::Help);
-    CHECK(parsed({"status", "-h"}).verb == Verb::Help);
-    CHECK(parsed({"detach", "--help"}).verb == Verb::Help);
+    CHECK(parsed({"attach", "--cgroup", "/x", "--help"}).verb == "--help");
+    CHECK(parsed({"status", "-h"}).verb == "--help");
+    CHECK(parsed({"detach", "--help"}).verb == "--help");
 }
 
 TEST_CASE("no arguments at all is a usage error")
@@ -191,8 +205,8 @@ TEST_CASE("an extra positional argument is a usage error")
 
 TEST_CASE("check takes no option but --help")
 {
-    CHECK(parsed({"check"}).verb == Verb::Check);
-    CHECK(parsed({"check", "--help"}).verb == Verb::Help);
+    CHECK(parsed({"check"}).verb == "check");
+    CHECK(parsed({"check", "--help"}).verb == "--help");
     CHECK(usage_error({"check", "--pin-dir", "/p"}).find("unknown option '--pin-dir' for check") == 0);
     CHECK(usage_error({"check", "--json"}).find("unknown option '--json' for check") == 0);
     CHECK(usage_error({"check", "now"}).find("unexpected argument 'now'") == 0);
@@ -201,11 +215,11 @@ TEST_CASE("check takes no option but --help")
 TEST_CASE("run takes the options of attach and no other")
 {
     const auto plain = parsed({"run"});
-    CHECK(plain.verb == Verb::Run);
+    CHECK(plain.verb == "run");
     CHECK(plain.cgroup.empty());
     CHECK(plain.pin_dir.empty());
     const auto c = parsed({"run", "--cgroup", "/cg", "--pin-dir=/pins", "--object", "o.o", "--max-sockets", "9"});
-    CHECK(c.verb == Verb::Run);
+    CHECK(c.verb == "run");
     CHECK(c.cgroup == "/cg");
     CHECK(c.pin_dir == "/pins");
     CHECK(c.object_file == "o.o");
@@ -215,12 +229,75 @@ TEST_CASE("run takes the options of attach and no other")
     CHECK(usage_error({"run", "--max-sockets", "0"}).find("--max-sockets needs a number") == 0);
 }
 
-TEST_CASE("the usage names every verb")
+TEST_CASE("the usage names every command of the table, with its options and argument")
 {
-    for (const char* verb : {"attach", "detach", "status", "check", "run", "ports"}) {
-        CAPTURE(verb);
-        CHECK(std::string(kUsage).find(std::string("sockredir-min ") + verb) != std::string::npos);
+    const std::string text = usage();
+    const auto lines = lines_of(text);
+    std::string flags_line;
+    for (const auto& spec : commands()) {
+        CAPTURE(spec.name);
+        if (spec.name.starts_with("--")) {
+            // Global flags share one line: "sockredir-min --help | --version".
+            CHECK(spec.options.empty());
+            CHECK(spec.positional.name.empty());
+            const auto it = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+                return l.find("sockredir-min --") != std::string::npos;
+            });
+            REQUIRE(it != lines.end());
+            CHECK(it->find(std::string(spec.name)) != std::string::npos);
+            continue;
+        }
+        // Its synopsis line, with every option in table order and its argument last.
+        const std::string head = "sockredir-min " + std::string(spec.name);
+        const auto it = std::find_if(lines.begin(), lines.end(), [&](const std::string& l) {
+            const auto at = l.find(head);
+            return at != std::string::npos && l.size() >= at + head.size() &&
+                   (l.size() == at + head.size() || l[at + head.size()] == ' ');
+        });
+        REQUIRE(it != lines.end());
+        std::string expected = head;
+        for (const OptionSpec* o : spec.options)
+            expected += " [" + std::string(o->name) + (o->value.empty() ? "" : " " + std::string(o->value)) + "]";
+        if (!spec.positional.name.empty())
+            expected += " " + std::string(spec.positional.name);
+        CHECK(it->substr(it->find(head)) == expected);
+        // Its summary line, and a help line for each of its options.
+        CHECK(text.find("\n  " + std::string(spec.name) + " ") != std::string::npos);
+        for (const OptionSpec* o : spec.options) {
+            CAPTURE(o->name);
+            CHECK_FALSE(o->help.empty());
+            CHECK(text.find("\n  " + std::string(o->name) + (o->value.empty() ? " " : " " + std::string(o->value))) !=
+                  std::string::npos);
+        }
     }
+    // Below the synopsis (which is the README's, one line per command), the text fits 79 columns.
+    const auto blank = std::find(lines.begin(), lines.end(), std::string());
+    for (auto it = blank; it != lines.end(); ++it) {
+        CAPTURE(*it);
+        CHECK(it->size() <= 79);
+    }
+}
+
+TEST_CASE("every command of the table parses by its name and each alias, and nothing else does")
+{
+    for (const auto& spec : commands()) {
+        CAPTURE(spec.name);
+        const bool has_handler = spec.handler != nullptr;
+        CHECK(has_handler);
+        std::vector<std::string> spellings{std::string(spec.name)};
+        spellings.insert(spellings.end(), spec.aliases.begin(), spec.aliases.end());
+        for (const auto& word : spellings) {
+            CAPTURE(word);
+            if (spec.positional.name.empty()) {
+                CHECK(parsed({word}).verb == spec.name);
+            } else {
+                // A required argument: without it, a usage error that says what it needs.
+                CHECK(usage_error({word}).find(std::string(spec.positional.missing)) == 0);
+            }
+        }
+    }
+    CHECK_FALSE(parse_command_line({"attach-all"}).command.has_value());
+    CHECK_FALSE(parse_command_line({"-help"}).command.has_value());
 }
 
 TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
@@ -244,12 +321,12 @@ TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
 TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
 {
     const auto c = parsed({"ports", "6379,8000-8100"});
-    CHECK(c.verb == Verb::Ports);
+    CHECK(c.verb == "ports");
     REQUIRE(c.ports.size() == 2);
     CHECK(c.ports[1] == std::pair<uint16_t, uint16_t>{8000, 8100});
     CHECK(c.pin_dir.empty());
     const auto all = parsed({"ports", "--pin-dir", "/sys/fs/bpf/x", "all"});
-    CHECK(all.verb == Verb::Ports);
+    CHECK(all.verb == "ports");
     CHECK(all.ports.empty()); // every port
     CHECK(all.pin_dir == "/sys/fs/bpf/x");
     CHECK(parsed({"ports", "80", "--pin-dir=/p"}).pin_dir == "/p");
