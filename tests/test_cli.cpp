@@ -108,6 +108,29 @@ TEST_CASE("status takes --pin-dir and --json")
     CHECK(c.pin_dir == "/p");
 }
 
+TEST_CASE("status takes --sample SECONDS, 1 to 3600, and no other command does")
+{
+    CHECK(parsed({"status"}).sample_seconds == 0);
+    CHECK(parsed({"status", "--sample", "1"}).sample_seconds == 1);
+    CHECK(parsed({"status", "--sample=3600", "--json"}).sample_seconds == 3600);
+    CHECK(parsed({"status", "--json", "--sample", "0060"}).json);
+    for (const char* bad : {"0", "3601", "-1", "+5", "1s", " 5", "1.5", "4294967296"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"status", "--sample", bad}).find("--sample needs a number of seconds from 1 to 3600") == 0);
+    }
+    CHECK(usage_error({"status", "--sample"}).find("option --sample needs a value") == 0);
+    CHECK(usage_error({"status", "--sample="}).find("option --sample needs a non-empty value") == 0);
+    for (const char* verb : {"attach", "detach", "run", "check"}) {
+        CAPTURE(verb);
+        CHECK(usage_error({verb, "--sample", "5"}).find(std::string("unknown option '--sample' for ") + verb) == 0);
+    }
+}
+
+TEST_CASE("status --sample is refused with exit 1 until the sampling exists")
+{
+    CHECK(run(parsed({"status", "--sample", "5", "--pin-dir", "/nonexistent/sockredir-test"})) == kExitFailure);
+}
+
 TEST_CASE("--help, -h and help ask for the usage; --version and -V for the version")
 {
     for (const char* arg : {"--help", "-h", "help"})

@@ -21,8 +21,10 @@ struct Command {
     uint32_t max_sockets = 0;
     PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
     bool json = false;
-    unsigned sample_seconds = 0; // status --sample; 0: no sampling
+    unsigned sample_seconds = 0; // status --sample, 1 to kMaxSampleSeconds; 0: no sampling
 };
+
+inline constexpr unsigned kMaxSampleSeconds = 3600;
 
 // Stores the value of an option (empty for a flag) or of the argument in the command. Returns the usage error
 // when the value is not good ("--pin-dir needs an absolute path"), empty when it is.
