@@ -1,16 +1,13 @@
-// Unit tests of loader/cli's parse_command_line: every verb, every option and every usage error.
-#include <cerrno>
+// Unit tests of loader/app/cli: the command table, parse_command_line's every option and usage error, the usage.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "loader/app/cli.hpp"
-#include "loader/base/decimal.hpp"
-#include "loader/base/error.hpp"
 
 using namespace sockredir;
-using namespace sockredir::base;
 using namespace sockredir::app;
 
 namespace {
@@ -36,12 +33,26 @@ std::string usage_error(const Args& args)
     return r.error;
 }
 
+std::vector<std::string> lines_of(const std::string& text)
+{
+    std::vector<std::string> lines;
+    size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        lines.push_back(text.substr(start, end - start));
+        if (end == std::string::npos)
+            break;
+        start = end + 1;
+    }
+    return lines;
+}
+
 } // namespace
 
 TEST_CASE("attach without options keeps every default")
 {
     const auto c = parsed({"attach"});
-    CHECK(c.verb == Verb::Attach);
+    CHECK(c.verb == "attach");
     CHECK(c.cgroup.empty());
     CHECK(c.pin_dir.empty());
     CHECK(c.object_file.empty());
@@ -53,7 +64,7 @@ TEST_CASE("attach takes --cgroup, --pin-dir, --object and --max-sockets as separ
 {
     const auto c = parsed({"attach", "--cgroup", "/sys/fs/cgroup/test", "--pin-dir", "/sys/fs/bpf/t", "--object",
                            "obj.o", "--max-sockets", "4096"});
-    CHECK(c.verb == Verb::Attach);
+    CHECK(c.verb == "attach");
     CHECK(c.cgroup == "/sys/fs/cgroup/test");
     CHECK(c.pin_dir == "/sys/fs/bpf/t");
     CHECK(c.object_file == "obj.o");
@@ -78,10 +89,10 @@ TEST_CASE("a later option overrides an earlier one")
 
 TEST_CASE("detach takes --pin-dir")
 {
-    CHECK(parsed({"detach"}).verb == Verb::Detach);
+    CHECK(parsed({"detach"}).verb == "detach");
     CHECK(parsed({"detach"}).pin_dir.empty());
     const auto c = parsed({"detach", "--pin-dir", "/sys/fs/bpf/x"});
-    CHECK(c.verb == Verb::Detach);
+    CHECK(c.verb == "detach");
     CHECK(c.pin_dir == "/sys/fs/bpf/x");
     CHECK(parsed({"detach", "--pin-dir=/p"}).pin_dir == "/p");
 }
@@ -89,29 +100,52 @@ TEST_CASE("detach takes --pin-dir")
 TEST_CASE("status takes --pin-dir and --json")
 {
     const auto plain = parsed({"status"});
-    CHECK(plain.verb == Verb::Status);
+    CHECK(plain.verb == "status");
     CHECK_FALSE(plain.json);
     const auto c = parsed({"status", "--json", "--pin-dir", "/p"});
-    CHECK(c.verb == Verb::Status);
+    CHECK(c.verb == "status");
     CHECK(c.json);
     CHECK(c.pin_dir == "/p");
+}
+
+TEST_CASE("status takes --sample SECONDS, 1 to 3600, and no other command does")
+{
+    CHECK(parsed({"status"}).sample_seconds == 0);
+    CHECK(parsed({"status", "--sample", "1"}).sample_seconds == 1);
+    CHECK(parsed({"status", "--sample=3600", "--json"}).sample_seconds == 3600);
+    CHECK(parsed({"status", "--json", "--sample", "0060"}).json);
+    for (const char* bad : {"0", "3601", "-1", "+5", "1s", " 5", "1.5", "4294967296"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"status", "--sample", bad}).find("--sample needs a number of seconds from 1 to 3600") == 0);
+    }
+    CHECK(usage_error({"status", "--sample"}).find("option --sample needs a value") == 0);
+    CHECK(usage_error({"status", "--sample="}).find("option --sample needs a non-empty value") == 0);
+    for (const char* verb : {"attach", "detach", "run", "check"}) {
+        CAPTURE(verb);
+        CHECK(usage_error({verb, "--sample", "5"}).find(std::string("unknown option '--sample' for ") + verb) == 0);
+    }
+}
+
+TEST_CASE("status --sample is refused with exit 1 until the sampling exists")
+{
+    CHECK(run(parsed({"status", "--sample", "5", "--pin-dir", "/nonexistent/sockredir-test"})) == kExitFailure);
 }
 
 TEST_CASE("--help, -h and help ask for the usage; --version and -V for the version")
 {
     for (const char* arg : {"--help", "-h", "help"})
-        CHECK(parsed({arg}).verb == Verb::Help);
+        CHECK(parsed({arg}).verb == "--help");
     for (const char* arg : {"--version", "-V"})
-        CHECK(parsed({arg}).verb == Verb::Version);
-    CHECK(std::string(kUsage).find("sockredir-min attach") != std::string::npos);
+        CHECK(parsed({arg}).verb == "--version");
+    CHECK(usage().find("sockredir-min attach") != std::string::npos);
     CHECK(std::string(kVersion).find("sockredir-min") == 0);
 }
 
 TEST_CASE("--help after a verb asks for the usage")
 {
-    CHECK(parsed({"attach", "--cgroup", "/x", "--help"}).verb == Verb::Help);
-    CHECK(parsed({"status", "-h"}).verb == Verb::Help);
-    CHECK(parsed({"detach", "--help"}).verb == Verb::Help);
+    CHECK(parsed({"attach", "--cgroup", "/x", "--help"}).verb == "--help");
+    CHECK(parsed({"status", "-h"}).verb == "--help");
+    CHECK(parsed({"detach", "--help"}).verb == "--help");
 }
 
 TEST_CASE("no arguments at all is a usage error")
@@ -192,41 +226,10 @@ TEST_CASE("an extra positional argument is a usage error")
     CHECK(usage_error({"--version", "x"}).find("unexpected argument 'x'") == 0);
 }
 
-TEST_CASE("the exit codes are those of the contract")
-{
-    CHECK(kExitOk == 0);
-    CHECK(kExitFailure == 1);
-    CHECK(kExitUsage == 2);
-}
-
-TEST_CASE("each kernel refusal is one line that says what the operator can do")
-{
-    using sockredir::app::describe_error;
-    using sockredir::base::Error;
-    const auto line = [](const Error& e) {
-        const std::string d = describe_error(e);
-        CHECK(d.find('\n') == std::string::npos);
-        CHECK(d.rfind(e.what(), 0) == 0); // the error itself comes first, unchanged
-        return d;
-    };
-    CHECK(line(Error("BPF_MAP_CREATE map 'sock_hash'", EPERM)).find("needs root") != std::string::npos);
-    CHECK(line(Error("BPF_MAP_CREATE map 'sock_hash'", ENOMEM)).find("lower --max-sockets") != std::string::npos);
-    CHECK(line(Error("BPF_LINK_CREATE", E2BIG)).find("Linux 5.15 or newer") != std::string::npos);
-    CHECK(line(Error("BPF_LINK_CREATE", EINVAL)).find("lacks a feature") != std::string::npos);
-    CHECK(line(Error("BPF_MAP_CREATE map 'x'", ENOSYS)).find("CONFIG_BPF_SYSCALL") != std::string::npos);
-    // EINVAL outside bpf(2) and the verifier's EACCES get no guess appended.
-    const Error not_bpf("cgroup /x: not a cgroup2 directory", EINVAL);
-    CHECK(line(not_bpf) == std::string(not_bpf.what()));
-    const Error verifier("the verifier rejected program 'sockredir_msg' (section 'sk_msg'), log above", EACCES);
-    CHECK(line(verifier) == std::string(verifier.what()));
-    const Error plain("ELF header: not an ELF file (bad magic)");
-    CHECK(line(plain) == std::string(plain.what()));
-}
-
 TEST_CASE("check takes no option but --help")
 {
-    CHECK(parsed({"check"}).verb == Verb::Check);
-    CHECK(parsed({"check", "--help"}).verb == Verb::Help);
+    CHECK(parsed({"check"}).verb == "check");
+    CHECK(parsed({"check", "--help"}).verb == "--help");
     CHECK(usage_error({"check", "--pin-dir", "/p"}).find("unknown option '--pin-dir' for check") == 0);
     CHECK(usage_error({"check", "--json"}).find("unknown option '--json' for check") == 0);
     CHECK(usage_error({"check", "now"}).find("unexpected argument 'now'") == 0);
@@ -235,11 +238,11 @@ TEST_CASE("check takes no option but --help")
 TEST_CASE("run takes the options of attach and no other")
 {
     const auto plain = parsed({"run"});
-    CHECK(plain.verb == Verb::Run);
+    CHECK(plain.verb == "run");
     CHECK(plain.cgroup.empty());
     CHECK(plain.pin_dir.empty());
     const auto c = parsed({"run", "--cgroup", "/cg", "--pin-dir=/pins", "--object", "o.o", "--max-sockets", "9"});
-    CHECK(c.verb == Verb::Run);
+    CHECK(c.verb == "run");
     CHECK(c.cgroup == "/cg");
     CHECK(c.pin_dir == "/pins");
     CHECK(c.object_file == "o.o");
@@ -249,12 +252,75 @@ TEST_CASE("run takes the options of attach and no other")
     CHECK(usage_error({"run", "--max-sockets", "0"}).find("--max-sockets needs a number") == 0);
 }
 
-TEST_CASE("the usage names every verb")
+TEST_CASE("the usage names every command of the table, with its options and argument")
 {
-    for (const char* verb : {"attach", "detach", "status", "check", "run", "ports"}) {
-        CAPTURE(verb);
-        CHECK(std::string(kUsage).find(std::string("sockredir-min ") + verb) != std::string::npos);
+    const std::string text = usage();
+    const auto lines = lines_of(text);
+    std::string flags_line;
+    for (const auto& spec : commands()) {
+        CAPTURE(spec.name);
+        if (spec.name.starts_with("--")) {
+            // Global flags share one line: "sockredir-min --help | --version".
+            CHECK(spec.options.empty());
+            CHECK(spec.positional.name.empty());
+            const auto it = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+                return l.find("sockredir-min --") != std::string::npos;
+            });
+            REQUIRE(it != lines.end());
+            CHECK(it->find(std::string(spec.name)) != std::string::npos);
+            continue;
+        }
+        // Its synopsis line, with every option in table order and its argument last.
+        const std::string head = "sockredir-min " + std::string(spec.name);
+        const auto it = std::find_if(lines.begin(), lines.end(), [&](const std::string& l) {
+            const auto at = l.find(head);
+            return at != std::string::npos && l.size() >= at + head.size() &&
+                   (l.size() == at + head.size() || l[at + head.size()] == ' ');
+        });
+        REQUIRE(it != lines.end());
+        std::string expected = head;
+        for (const OptionSpec* o : spec.options)
+            expected += " [" + std::string(o->name) + (o->value.empty() ? "" : " " + std::string(o->value)) + "]";
+        if (!spec.positional.name.empty())
+            expected += " " + std::string(spec.positional.name);
+        CHECK(it->substr(it->find(head)) == expected);
+        // Its summary line, and a help line for each of its options.
+        CHECK(text.find("\n  " + std::string(spec.name) + " ") != std::string::npos);
+        for (const OptionSpec* o : spec.options) {
+            CAPTURE(o->name);
+            CHECK_FALSE(o->help.empty());
+            CHECK(text.find("\n  " + std::string(o->name) + (o->value.empty() ? " " : " " + std::string(o->value))) !=
+                  std::string::npos);
+        }
     }
+    // Below the synopsis (which is the README's, one line per command), the text fits 79 columns.
+    const auto blank = std::find(lines.begin(), lines.end(), std::string());
+    for (auto it = blank; it != lines.end(); ++it) {
+        CAPTURE(*it);
+        CHECK(it->size() <= 79);
+    }
+}
+
+TEST_CASE("every command of the table parses by its name and each alias, and nothing else does")
+{
+    for (const auto& spec : commands()) {
+        CAPTURE(spec.name);
+        const bool has_handler = spec.handler != nullptr;
+        CHECK(has_handler);
+        std::vector<std::string> spellings{std::string(spec.name)};
+        spellings.insert(spellings.end(), spec.aliases.begin(), spec.aliases.end());
+        for (const auto& word : spellings) {
+            CAPTURE(word);
+            if (spec.positional.name.empty()) {
+                CHECK(parsed({word}).verb == spec.name);
+            } else {
+                // A required argument: without it, a usage error that says what it needs.
+                CHECK(usage_error({word}).find(std::string(spec.positional.missing)) == 0);
+            }
+        }
+    }
+    CHECK_FALSE(parse_command_line({"attach-all"}).command.has_value());
+    CHECK_FALSE(parse_command_line({"-help"}).command.has_value());
 }
 
 TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
@@ -275,31 +341,15 @@ TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
     CHECK(usage_error({"status", "--ports", "80"}).find("unknown option '--ports'") == 0);
 }
 
-TEST_CASE("a port selection round-trips through the config bitmap that sock_ops reads")
-{
-    sockredir_config cfg{};
-    CHECK(format_ports(cfg) == "all");
-    apply_ports({}, cfg);
-    CHECK(cfg.flags == 0); // no selection: every port
-    apply_ports(*parse_ports("6379,8000-8100,1,65535,63-64"), cfg);
-    CHECK((cfg.flags & SOCKREDIR_F_PORTS) != 0);
-    CHECK(format_ports(cfg) == "1,63-64,6379,8000-8100,65535");
-    // The bit layout sock_ops tests: ports[p / 64] bit p % 64.
-    CHECK(((cfg.ports[6379 / 64] >> (6379 % 64)) & 1) == 1);
-    CHECK(((cfg.ports[6380 / 64] >> (6380 % 64)) & 1) == 0);
-    CHECK(((cfg.ports[65535 / 64] >> 63) & 1) == 1);
-    CHECK((cfg.ports[0] & 1) == 0); // port 0 is never selected
-}
-
 TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
 {
     const auto c = parsed({"ports", "6379,8000-8100"});
-    CHECK(c.verb == Verb::Ports);
+    CHECK(c.verb == "ports");
     REQUIRE(c.ports.size() == 2);
     CHECK(c.ports[1] == std::pair<uint16_t, uint16_t>{8000, 8100});
     CHECK(c.pin_dir.empty());
     const auto all = parsed({"ports", "--pin-dir", "/sys/fs/bpf/x", "all"});
-    CHECK(all.verb == Verb::Ports);
+    CHECK(all.verb == "ports");
     CHECK(all.ports.empty()); // every port
     CHECK(all.pin_dir == "/sys/fs/bpf/x");
     CHECK(parsed({"ports", "80", "--pin-dir=/p"}).pin_dir == "/p");
@@ -316,33 +366,4 @@ TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
     CHECK(usage_error({"ports", "--cgroup", "/c", "80"}).find("unknown option '--cgroup'") == 0);
     // A selection is no argument of any other verb.
     CHECK(usage_error({"detach", "80"}).find("unexpected argument '80'") == 0);
-}
-
-TEST_CASE("replace_ports swaps the whole selection and keeps the other flags")
-{
-    sockredir_config cfg{};
-    cfg.flags = SOCKREDIR_F_DRAINING;
-    apply_ports(*parse_ports("80,6379"), cfg);
-    replace_ports(*parse_ports("443"), cfg);
-    CHECK(format_ports(cfg) == "443"); // 80 and 6379 are gone, not added to
-    CHECK((cfg.flags & SOCKREDIR_F_DRAINING) != 0);
-    replace_ports({}, cfg);
-    CHECK(format_ports(cfg) == "all");
-    CHECK(cfg.flags == SOCKREDIR_F_DRAINING);
-    for (const auto word : cfg.ports)
-        CHECK(word == 0);
-}
-
-TEST_CASE("parse_decimal takes 1 to max_digits digits that fit in 32 bits, nothing else")
-{
-    CHECK(parse_decimal("0") == 0U);
-    CHECK(parse_decimal("4294967295") == 4294967295U);
-    CHECK_FALSE(parse_decimal("4294967296"));
-    CHECK_FALSE(parse_decimal("12345678901")); // 11 digits
-    CHECK(parse_decimal("65535", 5) == 65535U);
-    CHECK_FALSE(parse_decimal("065535", 5)); // six digits, even with a leading zero
-    for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1.0", "0x10", "١"}) {
-        CAPTURE(bad);
-        CHECK_FALSE(parse_decimal(bad));
-    }
 }

@@ -1,27 +1,64 @@
-// The command line: parsing into a Command (no side effects) and running it with the documented exit codes.
+// The command line as one table (bpftool's cmds[] + cmd_select): it generates the usage, the checks and the dispatch.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "loader/app/ports.hpp"
-#include "loader/base/error.hpp"
 
 namespace sockredir::app {
 
-enum class Verb { Attach, Detach, Status, Check, Run, Ports, Help, Version };
-
+// A parsed command line: the command's name and every value its options and argument set. No side effects.
 struct Command {
-    Verb verb = Verb::Help;
+    std::string_view verb; // the name of its row in commands() ("attach", "--help")
     std::string cgroup;
     std::string pin_dir;
     std::string object_file;
     uint32_t max_sockets = 0;
     PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
     bool json = false;
+    unsigned sample_seconds = 0; // status --sample, 1 to kMaxSampleSeconds; 0: no sampling
 };
+
+inline constexpr unsigned kMaxSampleSeconds = 3600;
+
+// Stores the value of an option (empty for a flag) or of the argument in the command. Returns the usage error
+// when the value is not good ("--pin-dir needs an absolute path"), empty when it is.
+using SetValue = std::string (*)(Command& c, std::string_view value);
+
+struct OptionSpec {
+    std::string_view name;  // "--pin-dir"
+    std::string_view value; // the value's placeholder ("DIR"); empty: a flag, which takes no value
+    std::string_view help;  // one sentence for --help
+    SetValue set;
+};
+
+// The one positional argument of a command (ports' LIST|all), or none.
+struct PositionalSpec {
+    std::string_view name = {};    // its placeholder ("LIST|all"); empty: the command takes no argument
+    std::string_view help = {};    // one sentence for --help
+    std::string_view missing = {}; // the usage error when it is absent
+    SetValue set = nullptr;
+};
+
+// One command. A name that starts with "--" is a global flag (--help, --version): it stands alone, with no option
+// and no argument after it, and the usage shows it as "sockredir-min --help | --version".
+struct CommandSpec {
+    std::string_view name;
+    std::span<const std::string_view> aliases = {}; // other spellings ("-h", "help")
+    std::string_view summary = {};                  // one sentence for --help
+    std::span<const OptionSpec* const> options = {};
+    PositionalSpec positional = {};
+    // Prints the result and returns the exit code; throws base::Error on a failure.
+    int (*handler)(const Command& c) = nullptr;
+};
+
+// Every command, in the order of the usage.
+std::span<const CommandSpec> commands();
 
 // Exit codes of the contract.
 inline constexpr int kExitOk = 0;
@@ -33,17 +70,17 @@ struct ParseResult {
     std::string error; // set when command is empty: one line, for stderr
 };
 
+// Parses by the table: the command, then its options (--opt VALUE or --opt=VALUE, in any order, a later one
+// overriding an earlier one) and its argument. "--help" or "-h" after a command asks for the usage.
 ParseResult parse_command_line(const std::vector<std::string>& args);
 
-// Runs the command; prints results on stdout and the one-line reason of a
-// failure on stderr. Returns the exit code.
+// Runs the command's handler; prints results on stdout and the one-line reason of a failure on stderr (with
+// describe_error's hint). Returns the exit code.
 int run(const Command& command);
 
-// The one line printed for a failure: the error, plus what the operator can do
-// about the kernel's refusal (privileges, memory, kernel version or features).
-std::string describe_error(const base::Error& e);
+// The text of --help, generated from the table.
+std::string usage();
 
-extern const char* const kUsage;
 extern const char* const kVersion;
 
 } // namespace sockredir::app

@@ -72,6 +72,8 @@ std::string find_cgroup(const std::string& root, uint64_t id)
     return {};
 }
 
+} // namespace
+
 std::string json_string(const std::string& s)
 {
     std::string out = "\"";
@@ -89,8 +91,6 @@ std::string json_string(const std::string& s)
     }
     return out + "\"";
 }
-
-} // namespace
 
 const char* counter_name(int index)
 {

@@ -35,6 +35,9 @@ Status read_status(const std::string& pin_dir);
 std::string format_text(const Status& s);
 std::string format_json(const Status& s);
 
+// s as a JSON string literal, quotes included: '"' and '\\' escaped, control characters as \u00XX.
+std::string json_string(const std::string& s);
+
 // Names of the counters, in enum order, as status prints them.
 const char* counter_name(int index);
 

@@ -153,11 +153,6 @@ std::string report_field(const std::string& text, const std::string& name)
     return text.substr(from, text.find_first_of(" \n", from) - from);
 }
 
-bool in_ci()
-{
-    return env_or_empty("CI") == "true";
-}
-
 std::optional<std::string> skip_reason()
 {
     if (::geteuid() != 0)

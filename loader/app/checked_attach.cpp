@@ -1,0 +1,58 @@
+// attach_or_verdict: attach, or refuse with check's verdict; the kernel release decides when the probes run first.
+#include "loader/app/checked_attach.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <string_view>
+
+#include "loader/app/probe.hpp"
+#include "loader/base/decimal.hpp"
+#include "loader/base/error.hpp"
+
+namespace sockredir::app {
+
+using base::Error;
+using base::parse_decimal;
+
+namespace {
+
+// Linux version of the running kernel as major * 1000 + minor, 0 when unknown.
+unsigned kernel_version()
+{
+    struct utsname u {};
+    if (::uname(&u) != 0)
+        return 0;
+    // "MAJOR.MINOR..." by hand: sscanf would link glibc's scanf engine, a tenth of this static binary.
+    const std::string_view release(u.release);
+    const auto dot = release.find('.');
+    if (dot == std::string_view::npos)
+        return 0;
+    const auto rest = release.substr(dot + 1);
+    const auto major = parse_decimal(release.substr(0, dot));
+    const auto minor = parse_decimal(rest.substr(0, rest.find_first_not_of("0123456789")));
+    if (!major || !minor || *major > 1000 || *minor > 999)
+        return 0;
+    return *major * 1000 + *minor;
+}
+
+} // namespace
+
+AttachResult attach_or_verdict(const AttachOptions& options)
+{
+    const auto refuse_unless_capable = [] {
+        const auto report = probe_kernel();
+        if (!can_run(report))
+            throw Error(verdict(report) + "; see sockredir-min check");
+    };
+    if (::geteuid() != 0 || kernel_version() < 5015)
+        refuse_unless_capable();
+    try {
+        return attach(options);
+    } catch (const Error&) {
+        refuse_unless_capable();
+        throw;
+    }
+}
+
+} // namespace sockredir::app

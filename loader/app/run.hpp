@@ -1,0 +1,18 @@
+// `run`, the foreground daemon: attach, wait for SIGTERM or SIGINT, then detach what it attached or adopted.
+#pragma once
+
+#include "loader/app/attach.hpp"
+
+namespace sockredir::app {
+
+// Attaches (behind check's verdict, as attach does), says so on stdout, waits for SIGTERM or SIGINT and detaches.
+// The stop signals are blocked before attach, so one that arrives during attach is taken right after it, and never
+// interrupts a half-done attach.
+//
+// Found attached to the same cgroup already (a run that was killed, or an operator's attach), it adopts the
+// attachment and detaches it when it stops; a live `run` on the same pin dir holds a lock on it, and a second one
+// is refused. At the stop it detaches only the attachment it attached or adopted (same link id), and leaves one
+// that replaced it alone. Returns once stopped; throws base::Error on a failure.
+void run_foreground(const AttachOptions& options);
+
+} // namespace sockredir::app
