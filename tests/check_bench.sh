@@ -4,7 +4,7 @@ set -euo pipefail
 
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 
-# cannot_run (skip outside CI, fail under CI=true) and fail.
+# cannot_run (skip outside CI, fail under CI=true), fail and cgroup2_mount.
 # shellcheck source=tools/lib/sandbox.sh
 source "$root/tools/lib/sandbox.sh"
 
@@ -14,6 +14,10 @@ for tool in taskset ip nsenter ss mount umount clang strip ldd bpftool iperf3 so
     command -v "$tool" >/dev/null 2>&1 || cannot_run "$tool not installed (run tools/setup.sh)"
 done
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || cannot_run "python3-matplotlib not installed (run tools/setup.sh)"
+# The binary tools/bench measures (its default), and the cgroup2 mount it will put its cgroups under.
+bin="${SOCKREDIR_BIN:-$root/build/sockredir-min}"
+[[ -x "$bin" ]] || fail "$bin is not an executable file"
+cgroup2_mount "$bin" >/dev/null || cannot_run "no cgroup2 mount (see $bin check)"
 
 out="$(mktemp -d /tmp/sockredir-bench-smoke.XXXXXX)"
 trap 'rm -rf -- "$out"' EXIT
