@@ -1,9 +1,16 @@
-"""What the bench asks sockredir-min, and the one place that reads its answers: `status --json` for the counters
-and the run statistics."""
+"""What the bench asks sockredir-min, and the one place that reads its answers:
+  status --json                          the counters of the attachment
+  status --json --sample SECONDS         our programs' run statistics over a window (the binary holds
+                                         BPF_ENABLE_STATS; the bench makes no bpf(2) call of its own)"""
 
 import json
+import os
+import time
 
 from .base import BenchError, run
+
+# What /proc/PID/fd/N of the fd from BPF_ENABLE_STATS links to (kernel/bpf/syscall.c, anon_inode_getfd).
+STATS_FD_LINK = "anon_inode:bpf-stats"
 
 
 def status(binary, pin_dir):
@@ -17,8 +24,86 @@ def counters(binary, pin_dir):
     return c["messages_redirected"], c["messages_passed"]
 
 
-def run_stats(binary, pin_dir):
-    st = status(binary, pin_dir).get("run_stats")
-    if st is None:
-        raise BenchError("status --json shows no run_stats although BPF_ENABLE_STATS is on")
-    return st
+def holds_stats_fd(pid):
+    """Whether process PID holds a BPF_ENABLE_STATS fd, i.e. the kernel's run statistics are on for it."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(os.path.join(fd_dir, name)) == STATS_FD_LINK:
+                return True
+        except OSError:
+            pass  # closed in between
+    return False
+
+
+class RunStatsSample:
+    """`status --json --sample SECONDS` around a block: on entry the sampler starts and the block waits until it
+    holds the statistics fd (its first reading follows at once, before the block can start any traffic); on exit
+    the block must have ended inside the window, and `programs` is the sample's {"sock_ops": {"runs": N,
+    "run_time_ns": T, ...}, "sk_msg": {...}}."""
+
+    def __init__(self, sandbox, pin_dir, seconds):
+        self.sb = sandbox
+        self.cmd = [sandbox.bin, "status", "--pin-dir", pin_dir, "--json", "--sample", str(seconds)]
+        self.seconds = seconds
+        self.out = os.path.join(sandbox.work, "sample.out")
+        self.err = os.path.join(sandbox.work, "sample.err")
+        self.p = None
+        self.on = None
+        self.programs = None
+
+    def failure(self, what):
+        with open(self.err, encoding="utf-8", errors="replace") as f:
+            detail = f.read().strip()
+        return BenchError(f"{' '.join(self.cmd)}: {what}" + (f": {detail}" if detail else ""))
+
+    def __enter__(self):
+        self.p = self.sb.start_helper(self.cmd, self.out, self.err)
+        deadline = time.monotonic() + 5
+        while not holds_stats_fd(self.p.pid):
+            if self.p.poll() is not None:
+                self.sb.stop(self.p)
+                raise self.failure(f"exit {self.p.returncode} before the run statistics were on")
+            if time.monotonic() > deadline:
+                self.sb.stop(self.p)
+                raise self.failure("the run statistics were not on after 5 s")
+            time.sleep(0.01)
+        self.on = time.monotonic()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        # The second reading comes SECONDS after the statistics went on, which was at most one poll before
+        # self.on: the block must be over by then, with a tenth of a second to spare.
+        took = time.monotonic() - self.on
+        if exc_type is not None:
+            self.sb.stop(self.p)
+            return False
+        if took + 0.1 > self.seconds or self.p.poll() is not None:
+            self.sb.stop(self.p)
+            raise BenchError(f"the sampled run took {took:.1f} s, longer than the {self.seconds} s window of "
+                             f"{' '.join(self.cmd)}")
+        try:
+            self.p.wait(timeout=self.seconds + 30)
+        except Exception:
+            self.sb.stop(self.p)
+            raise
+        self.sb.stop(self.p)  # reaped; off the helper list
+        if self.p.returncode != 0:
+            raise self.failure(f"exit {self.p.returncode}")
+        with open(self.out, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            sample = json.loads(text)
+            programs = sample["programs"]
+            for prog in ("sock_ops", "sk_msg"):
+                int(programs[prog]["runs"]), int(programs[prog]["run_time_ns"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise BenchError(f"{' '.join(self.cmd)}: not the sample JSON ({e}): {text.strip()[:500]}") from e
+        if sample.get("window_s") != self.seconds:
+            raise BenchError(f"{' '.join(self.cmd)}: a window of {sample.get('window_s')} s, not {self.seconds} s")
+        self.programs = programs
+        return False

@@ -19,6 +19,9 @@ RSS_CYCLES = 5  # attach+detach cycles per round and loader under /usr/bin/time
 REDIS_REQUESTS_PER_SECOND = 150000
 # Workloads of the program-cost pass: (title, iperf3 write size or None for sockperf 64 B on one CPU).
 COST_JOBS = [("iperf3 -l 64 B", 64), ("iperf3 -l 128 KiB", 131072), ("sockperf pp -m 64, one CPU", None)]
+# Each of them runs inside a window of the run statistics this much longer than --time: the namespace, the server's
+# start and the client's own start and end fit in it with room to spare (a run that outlasts it is an error).
+COST_WINDOW_MARGIN = 3
 
 TOOLS = ["taskset", "ip", "nsenter", "ss", "mount", "umount", "clang", "strip", "ldd", "bpftool", "iperf3",
          "sockperf", "redis-server", "redis-benchmark", "nginx", "wrk", "/usr/bin/time"]

@@ -11,7 +11,8 @@ import string
 import subprocess
 
 from .base import ROOT
-from .config import REDIS_REQUESTS_PER_SECOND, RSS_CYCLES, SOCKPERF_PLACEMENTS, SOCKPERF_SIZES, floors, metrics
+from .config import (COST_WINDOW_MARGIN, REDIS_REQUESTS_PER_SECOND, RSS_CYCLES, SOCKPERF_PLACEMENTS, SOCKPERF_SIZES,
+                     floors, metrics)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks.md.in")
 
@@ -209,6 +210,7 @@ def write_markdown(path, rows, results, checks, info, settings, wall, sizes_info
         targets_table="\n".join(target_lines(rows, floor)),
         floor_rows="\n".join(f"| {label} | {fmt(floor[key])} |" for key, label in floors()),
         cost_table="\n".join(cost_lines(costs)),
+        cost_margin=COST_WINDOW_MARGIN,
         redis_requests_per_second=f"{REDIS_REQUESTS_PER_SECOND:,}",
         rss_cycles=RSS_CYCLES,
         bpftool_path=bpftool_path,

@@ -42,6 +42,7 @@ class Sandbox:
     def __init__(self, binary):
         self.bin = binary
         self.procs = []  # live Popen objects of servers and clients
+        self.helpers = []  # live Popen objects of helpers outside the workload (the run statistics sampler)
         self.pids = []  # live pids of the loader runs (posix_spawn)
         self.netns = set()
         self.netns_seq = 0
@@ -85,7 +86,7 @@ class Sandbox:
         # A second signal must not interrupt the removal half-way.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        for p in list(self.procs):
+        for p in list(self.procs) + list(self.helpers):
             self.stop(p)
         for pid in list(self.pids):
             with contextlib.suppress(OSError):
@@ -158,6 +159,16 @@ class Sandbox:
                 p.wait()
         if p in self.procs:
             self.procs.remove(p)
+        if p in self.helpers:
+            self.helpers.remove(p)
+
+    def start_helper(self, cmd, out, err):
+        """CMD in the background in the bench's own cgroup and namespace, stdout to OUT and stderr to ERR; it
+        outlives workload namespaces, and cleanup() stops it if it still runs."""
+        with open(out, "wb") as f, open(err, "wb") as e:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=e, start_new_session=True)
+        self.helpers.append(p)
+        return p
 
     def spawn_wait(self, cmd):
         """Runs CMD to its end, stdout to /dev/null; (wall seconds, rusage). Raises on failure."""

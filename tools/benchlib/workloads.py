@@ -2,22 +2,15 @@
 namespace and returning {metric key: value}; the rounds that alternate them plain and redirected; the pipe floor;
 and the untimed pass that measures what our programs cost per run."""
 
-import contextlib
-import ctypes
 import json
 import os
-import platform
 import re
 import subprocess
 
 from . import binary as sockredir
 from .base import ROOT, BenchError, log, run
-from .config import (COST_JOBS, HTTP_PORT, IPERF_PORT, IPERF_SIZES, REDIS_PORT, SOCKPERF_PLACEMENTS,
-                     SOCKPERF_PORT, SOCKPERF_SIZES)
-
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
-BPF_ENABLE_STATS = 32
-BPF_STATS_RUN_TIME = 0
+from .config import (COST_JOBS, COST_WINDOW_MARGIN, HTTP_PORT, IPERF_PORT, IPERF_SIZES, REDIS_PORT,
+                     SOCKPERF_PLACEMENTS, SOCKPERF_PORT, SOCKPERF_SIZES)
 
 
 def cpu_busy_seconds():
@@ -32,24 +25,6 @@ def cpu_busy_seconds():
 def wrk_usec(text):
     m = re.fullmatch(r"([0-9.]+)(us|ms|s)", text)
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
-
-
-@contextlib.contextmanager
-def bpf_run_stats():
-    """The kernel's run-time statistics of BPF programs, on while the block runs: BPF_ENABLE_STATS gives an fd
-    that keeps them on until it is closed, so they end with this process too, unlike kernel.bpf_stats_enabled."""
-    nr = SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise BenchError(f"no bpf(2) number known for {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint32 * 2)(BPF_STATS_RUN_TIME, 0)
-    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_ENABLE_STATS), attr, ctypes.c_uint(ctypes.sizeof(attr)))
-    if fd < 0:
-        raise BenchError(f"BPF_ENABLE_STATS: {os.strerror(ctypes.get_errno())}")
-    try:
-        yield
-    finally:
-        os.close(fd)
 
 
 class Workloads:
@@ -90,26 +65,23 @@ class Workloads:
     def counters(self):
         return sockredir.counters(self.sb.bin, self.sb.pin["redirected"])
 
-    def run_stats(self):
-        return sockredir.run_stats(self.sb.bin, self.sb.pin["redirected"])
-
     def cost_pass(self, costs):
-        """Untimed, after the rounds: what our programs cost per run, from the kernel's run statistics. A pass of its
-        own because the statistics add two clock reads to every program run, which the timed runs must not pay."""
-        with bpf_run_stats():
-            for title, size in COST_JOBS:
-                log(f"program cost: {title}, redirected, with BPF run statistics on")
-                before = self.run_stats()
+        """Untimed, after the rounds: what our programs cost per run, from the kernel's run statistics, which
+        sockredir-min holds on for a window around each run (status --json --sample). A pass of its own because the
+        statistics add two clock reads to every program run, which the timed runs must not pay."""
+        window = self.s.seconds + COST_WINDOW_MARGIN
+        for title, size in COST_JOBS:
+            log(f"program cost: {title}, redirected, with BPF run statistics on")
+            with sockredir.RunStatsSample(self.sb, self.sb.pin["redirected"], window) as sample:
                 with self.sb.namespace("redirected") as ns:
                     if size is None:
                         self.sockperf("redirected", ns, 64, "1cpu", ("0", "0"))
                     else:
                         self.iperf3("redirected", ns, size)
-                after = self.run_stats()
-                for prog in ("sk_msg", "sock_ops"):
-                    runs = after[prog]["runs"] - before[prog]["runs"]
-                    ns_total = after[prog]["run_time_ns"] - before[prog]["run_time_ns"]
-                    costs.append((title, prog, runs, ns_total / runs if runs else float("nan")))
+            for prog in ("sk_msg", "sock_ops"):
+                runs = sample.programs[prog]["runs"]
+                ns_total = sample.programs[prog]["run_time_ns"]
+                costs.append((title, prog, runs, ns_total / runs if runs else float("nan")))
 
     # --- the workloads: each runs once in MODE and returns {metric key: value} ---------------
 
