@@ -1,16 +1,40 @@
 """What the bench asks sockredir-min, and the one place that reads its answers:
+  check                                  where cgroup2 is mounted (the binary's rule, not a second parser)
   status --json                          the counters of the attachment
   status --json --sample SECONDS         our programs' run statistics over a window (the binary holds
                                          BPF_ENABLE_STATS; the bench makes no bpf(2) call of its own)"""
 
 import json
 import os
+import subprocess
 import time
 
 from .base import BenchError, run
 
+# check's line for cgroup2: the name, padding, then the state and its detail ("ok: mounted at PATH").
+CGROUP2_FEATURE = "cgroup2 (mounted or mountable)"
+CGROUP2_MOUNTED = "ok: mounted at "
+
 # What /proc/PID/fd/N of the fd from BPF_ENABLE_STATS links to (kernel/bpf/syscall.c, anon_inode_getfd).
 STATS_FD_LINK = "anon_inode:bpf-stats"
+
+
+def cgroup2_mount(binary):
+    """The cgroup2 mount point as sockredir-min finds it (loader/ebpf/mounts.cpp: the first cgroup2 mounted at its
+    root, octal escapes decoded), from the detail of check's cgroup2 line, so that the bench's cgroups are where the
+    binary looks. check exits 1 when another feature is missing; its cgroup2 line is there all the same."""
+    try:
+        p = subprocess.run([binary, "check"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"{binary} check: {e}") from e
+    for line in p.stdout.splitlines():
+        if line.startswith(CGROUP2_FEATURE + " "):
+            state = line[len(CGROUP2_FEATURE):].lstrip(" ")
+            if state.startswith(CGROUP2_MOUNTED + "/"):
+                return state[len(CGROUP2_MOUNTED):]
+            raise BenchError(f"no cgroup2 mount ({binary} check: {state})")
+    raise BenchError(f"no cgroup2 line in the output of {binary} check (exit {p.returncode}): "
+                     f"{(p.stderr or p.stdout).strip()[-500:]}")
 
 
 def status(binary, pin_dir):

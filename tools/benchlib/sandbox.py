@@ -1,10 +1,10 @@
-"""The isolation of the run and everything it starts: a cgroup of its own with four children under the cgroup2 mount,
-a private bpffs mount, a fresh network namespace per workload run, the processes in them, and cleanup() that
-removes all of it on every exit path (the same isolation as tools/lib/sandbox.sh, for Python)."""
+"""The isolation of the run and everything it starts: a cgroup of its own with four children under the cgroup2 mount
+(where sockredir-min finds it), a private bpffs mount, a fresh network namespace per workload run, the processes in
+them, and cleanup() that removes all of it on every exit path (the same isolation as tools/lib/sandbox.sh, for
+Python)."""
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -12,20 +12,10 @@ import tempfile
 import time
 
 from .base import BenchError, log, run
+from .binary import cgroup2_mount
 
 # The children of the run's cgroup: the two modes of every workload, and one per loader of the loader benchmark.
 CGROUPS = ("plain", "redirected", "loader-sockredir", "loader-bpftool")
-
-
-def cgroup2_mount():
-    """The cgroup2 mount point from /proc/self/mountinfo (octal escapes decoded)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] == "cgroup2":
-                return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-    raise BenchError("no cgroup2 mount in /proc/self/mountinfo")
 
 
 def cgroup_pids(cg):
@@ -61,7 +51,7 @@ class Sandbox:
         self.work = tempfile.mkdtemp(prefix="sockredir-bench-")
         # nginx's workers (user nobody) read their page below it.
         os.chmod(self.work, 0o755)
-        base = os.path.join(cgroup2_mount(), f"sockredir-bench-{os.getpid()}")
+        base = os.path.join(cgroup2_mount(self.bin), f"sockredir-bench-{os.getpid()}")
         os.mkdir(base)
         self.cgroups.append(base)
         for name in CGROUPS:
