@@ -106,16 +106,19 @@ class RunStatsSample:
         if exc_type is not None:
             self.sb.stop(self.p)
             return False
-        if took + 0.1 > self.seconds or self.p.poll() is not None:
+        if took + 0.1 > self.seconds:
             self.sb.stop(self.p)
             raise BenchError(f"the sampled run took {took:.1f} s, longer than the {self.seconds} s window of "
                              f"{' '.join(self.cmd)}")
+        if self.p.poll() is not None:
+            self.sb.stop(self.p)
+            raise self.failure(f"exit {self.p.returncode} before the end of its window")
         try:
             self.p.wait(timeout=self.seconds + 30)
-        except Exception:
-            self.sb.stop(self.p)
-            raise
-        self.sb.stop(self.p)  # reaped; off the helper list
+        except subprocess.TimeoutExpired as e:
+            raise self.failure(f"still no sample {self.seconds + 30} s later") from e
+        finally:
+            self.sb.stop(self.p)  # reaped (or stopped); off the helper list
         if self.p.returncode != 0:
             raise self.failure(f"exit {self.p.returncode}")
         with open(self.out, encoding="utf-8") as f:
