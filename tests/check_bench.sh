@@ -4,7 +4,7 @@ set -euo pipefail
 
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 
-# cannot_run (skip outside CI, fail under CI=true) and fail.
+# cannot_run (skip outside CI, fail under CI=true), fail and cgroup2_mount.
 # shellcheck source=tools/lib/sandbox.sh
 source "$root/tools/lib/sandbox.sh"
 
@@ -14,6 +14,10 @@ for tool in taskset ip nsenter ss mount umount clang strip ldd bpftool iperf3 so
     command -v "$tool" >/dev/null 2>&1 || cannot_run "$tool not installed (run tools/setup.sh)"
 done
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || cannot_run "python3-matplotlib not installed (run tools/setup.sh)"
+# The binary tools/bench measures (its default), and the cgroup2 mount it will put its cgroups under.
+bin="${SOCKREDIR_BIN:-$root/build/sockredir-min}"
+[[ -x "$bin" ]] || fail "$bin is not an executable file"
+cgroup2_mount "$bin" >/dev/null || cannot_run "no cgroup2 mount (see $bin check)"
 
 out="$(mktemp -d /tmp/sockredir-bench-smoke.XXXXXX)"
 trap 'rm -rf -- "$out"' EXIT
@@ -29,12 +33,17 @@ printf '# old\n\n## Analysis\n\nkept-%s\n' "$$" >"$out/benchmarks.md"
 
 md="$out/benchmarks.md"
 [[ -s "$md" ]] || fail "no $md"
-grep -qx '| workload | plain | redirected | ratio |' "$md" || fail "no results table header in $md"
-grep -qx '| target | measured | met | floor on this machine |' "$md" || fail "no targets table in $md"
-grep -qx '| floor | value |' "$md" || fail "no floors table in $md"
-grep -qx '## Analysis' "$md" || fail "no '## Analysis' heading in $md"
-grep -qx "kept-$$" "$md" || fail "the existing Analysis section was not kept in $md"
-grep -qx '# old' "$md" && fail "the old report above the Analysis was kept in $md"
+# From here on every check runs and the failures are listed together: one run of the bench takes a minute.
+problems=()
+problem() {
+    problems+=("$*")
+}
+grep -qx '| workload | plain | redirected | ratio |' "$md" || problem "no results table header in $md"
+grep -qx '| target | measured | met | floor on this machine |' "$md" || problem "no targets table in $md"
+grep -qx '| floor | value |' "$md" || problem "no floors table in $md"
+grep -qx '## Analysis' "$md" || problem "no '## Analysis' heading in $md"
+grep -qx "kept-$$" "$md" || problem "the existing Analysis section was not kept in $md"
+if grep -qx '# old' "$md"; then problem "the old report above the Analysis was kept in $md"; fi
 
 # One row per workload, with three numbers; the same rows printed on stdout.
 rows=(
@@ -72,11 +81,11 @@ for row in "${rows[@]}"; do
         # The label is matched literally (it holds '(', '+', '.'), the cells as numbers.
         awk -v label="| $row |" -v num="^ $number $" -F'|' '
             index($0, label) == 1 && NF == 6 && $3 ~ num && $4 ~ num && $5 ~ num { found = 1 }
-            END { exit !found }' "$file" || fail "no row '$row' with three numbers in $file"
+            END { exit !found }' "$file" || problem "no row '$row' with three numbers in $file"
     done
 done
 for target in "bulk 128 KiB writes" "ping-pong p50" "redis GET" "attach+detach cycle" "peak RSS of attach"; do
-    grep -q "^| $target.* | \(yes\|no\) | [^|]*|\$" "$md" || fail "no target row '$target' in $md"
+    grep -q "^| $target.* | \(yes\|no\) | [^|]*|\$" "$md" || problem "no target row '$target' in $md"
 done
 # The floors: one number each, in the floors table.
 floors=(
@@ -88,22 +97,31 @@ floors=(
 for row in "${floors[@]}"; do
     awk -v label="| $row |" -v num="^ $number $" -F'|' '
         index($0, label) == 1 && NF == 4 && $3 ~ num { found = 1 }
-        END { exit !found }' "$md" || fail "no floor row '$row' with a number in $md"
+        END { exit !found }' "$md" || problem "no floor row '$row' with a number in $md"
 done
 # Our programs' cost: each workload of the extra pass ran sk_msg (runs > 0) and has a cost per run.
-grep -qx '| workload | program | runs | ns per run |' "$md" || fail "no program cost table in $md"
+grep -qx '| workload | program | runs | ns per run |' "$md" ||
+    problem "no program cost table in $md ($(grep -m1 '^Not measured in this run:' "$md" || echo 'no reason given'))"
 for workload in "iperf3 -l 64 B" "iperf3 -l 128 KiB" "sockperf pp -m 64, one CPU"; do
     awk -v label="| $workload | \`sk_msg\` |" -v num="^ $number $" -F'|' '
         index($0, label) == 1 && NF == 6 && $4 ~ num && $4 !~ /^ 0 $/ && $5 ~ num { found = 1 }
-        END { exit !found }' "$md" || fail "no sk_msg cost row with runs for '$workload' in $md"
+        END { exit !found }' "$md" || problem "no sk_msg cost row with runs for '$workload' in $md"
 done
 
 # The ping-pong targets name their floor as a ratio.
-grep -q '^| ping-pong p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" || fail "no floor ratio in the ping-pong targets"
+grep -q '^| ping-pong p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" || problem "no floor ratio in the ping-pong targets"
 
 
 png="$out/benchmarks.png"
-[[ -s "$png" ]] || fail "no $png"
-[[ "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" == 89504e470d0a1a0a ]] || fail "$png is not a PNG"
+if [[ ! -s "$png" ]]; then
+    problem "no $png"
+elif [[ "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ]]; then
+    problem "$png is not a PNG"
+fi
+
+if ((${#problems[@]} > 0)); then
+    printf 'FAIL: %s\n' "${problems[@]}" >&2
+    exit 1
+fi
 
 echo "ok: tools/bench --quick wrote a table with ${#rows[@]} workload rows, the targets and a PNG chart"

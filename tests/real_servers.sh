@@ -34,7 +34,7 @@ pg_bin="$(printf '%s\n' "${pg_bins[@]}" | sort -V | tail -n 1)"
 # PostgreSQL refuses to run as root; Debian's package makes this user.
 id postgres >/dev/null 2>&1 || cannot_run "no user 'postgres' (run tools/setup.sh)"
 
-cgroup_root="$(cgroup2_mount)" || cannot_run "no cgroup2 mount in /proc/self/mountinfo"
+cgroup_root="$(cgroup2_mount "$bin")" || cannot_run "no cgroup2 mount (see $bin check)"
 
 # Test ports: the namespace is private, so nothing on the host (a system redis on
 # 6379, an nginx on 80) is seen or touched.

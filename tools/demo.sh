@@ -79,7 +79,7 @@ cleanup() {
 }
 sandbox_traps cleanup
 
-cgroup_root="$(cgroup2_mount)" || { echo "demo.sh: no cgroup2 mount in /proc/self/mountinfo" >&2; exit 1; }
+cgroup_root="$(cgroup2_mount "$bin")" || { echo "demo.sh: no cgroup2 mount (see $bin check)" >&2; exit 1; }
 work="$(mktemp -d /tmp/sockredir-demo.XXXXXX)"
 sandbox_create "$cgroup_root"
 # "${in_demo[@]}" CMD...: run CMD in the demo cgroup and network namespace (tools/lib/sandbox.sh).

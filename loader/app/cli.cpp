@@ -14,6 +14,7 @@
 #include "loader/app/pins.hpp"
 #include "loader/app/probe.hpp"
 #include "loader/app/run.hpp"
+#include "loader/app/stats.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
@@ -165,8 +166,10 @@ int do_detach(const Command& c)
 int do_status(const Command& c)
 {
     if (c.sample_seconds != 0) {
-        std::fprintf(stderr, "sockredir-min: status --sample is not implemented yet\n");
-        return kExitFailure;
+        // The kernel's run statistics are on for the window only, through an fd: never left on.
+        const auto sample = sample_run_stats(c.pin_dir, c.sample_seconds);
+        std::fputs((c.json ? format_sample_json(sample) : format_sample_text(sample)).c_str(), stdout);
+        return kExitOk;
     }
     const auto s = read_status(c.pin_dir);
     std::fputs((c.json ? format_json(s) : format_text(s)).c_str(), stdout);

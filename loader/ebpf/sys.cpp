@@ -334,6 +334,13 @@ bpf_link_info link_info(int fd)
     return info_by_fd<bpf_link_info>(fd, "link");
 }
 
+Fd enable_stats(uint32_t type)
+{
+    bpf_attr attr{};
+    attr.enable_stats.type = type;
+    return bpf_fd(BPF_ENABLE_STATS, attr, "run statistics");
+}
+
 std::vector<uint32_t> all_prog_ids()
 {
     return all_ids(BPF_PROG_GET_NEXT_ID);

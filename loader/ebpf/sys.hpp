@@ -83,6 +83,11 @@ bpf_prog_info prog_info(int fd);
 bpf_map_info map_info(int fd);
 bpf_link_info link_info(int fd);
 
+// BPF_ENABLE_STATS: the kernel keeps the statistics of `type` (BPF_STATS_RUN_TIME: run_cnt and run_time_ns of every
+// program) while the returned fd is open. They stop when the last such fd closes, so they end with the process that
+// asked, unlike the sysctl kernel.bpf_stats_enabled.
+Fd enable_stats(uint32_t type);
+
 // Walks the kernel's id space: BPF_PROG_GET_NEXT_ID, BPF_MAP_GET_NEXT_ID, BPF_LINK_GET_NEXT_ID.
 std::vector<uint32_t> all_prog_ids();
 std::vector<uint32_t> all_map_ids();

@@ -29,16 +29,23 @@ fail() {
     exit 1
 }
 
-# The cgroup2 mount point, from mountinfo: field 5 is the mount point, the first field after the " - "
-# separator the file system type. Octal escapes (\040) are decoded.
+# cgroup2_mount BIN: the cgroup2 mount point as BIN (sockredir-min) finds it, so that a script and the binary agree
+# on the mount: loader/ebpf/mounts.cpp takes the first cgroup2 mounted at its root ("/") and decodes octal escapes.
+# Read from the detail of one line of `BIN check`, "cgroup2 (mounted or mountable)   ok: mounted at PATH"; fails
+# when cgroup2 is not mounted (check may still say "ok: not mounted; attach mounts it ...").
 cgroup2_mount() {
-    local line mnt
-    # awk reads its own input and stops at the first match: no pipe for a SIGPIPE.
-    line="$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' \
-        /proc/self/mountinfo)"
-    [[ -n "$line" ]] || return 1
-    printf -v mnt '%b' "$line"
-    printf '%s\n' "$mnt"
+    local out line
+    # check exits 1 when any other feature is missing; its cgroup2 line is there all the same.
+    out="$("$1" check 2>/dev/null)" || true
+    while IFS= read -r line; do
+        [[ "$line" == "cgroup2 (mounted or mountable) "* ]] || continue
+        line="${line#cgroup2 (mounted or mountable) }"
+        line="${line#"${line%%[! ]*}"}" # the padding up to the state
+        [[ "$line" == "ok: mounted at /"* ]] || return 1
+        printf '%s\n' "${line#ok: mounted at }"
+        return 0
+    done <<<"$out"
+    return 1
 }
 
 cgroup=""
