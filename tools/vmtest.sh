@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots Debian's 6.1 and 6.12 kernels under qemu (TCG) with a busybox initramfs: attach, a proven transfer, detach.
 #
-# usage: tools/vmtest.sh [--kernel 6.1|6.12]... [--bin PATH] [--peer PATH] [--timeout SECONDS]
+# usage: tools/vmtest.sh [--kernel 6.1|6.12]... [--bin PATH] [--peer PATH] [--trace TOOL TP_OBJECT FEXIT_OBJECT] [--timeout SECONDS]
 #
 # The kernels are Debian's linux-image packages, fetched with apt-get download into a cache
 # ($VMTEST_CACHE, default build-vm/vmtest-cache) and unpacked there with dpkg-deb: never installed
@@ -9,8 +9,9 @@
 # peer (tests/vm/peer.cpp) and an /init that mounts only proc, sysfs and devtmpfs: attach has to
 # mount bpffs and cgroup2 itself. Inside the VM, /init proves a plain TCP transfer takes TCP
 # segments, runs check and attach, proves a transfer redirected (segment counters) and intact,
-# reads status, detaches, proves TCP is back, and prints "VMTEST PASS" or "VMTEST FAIL: reason"
-# before it powers off. Exit 0 when every kernel passed; 77 (skip) when qemu or a kernel package
+# reads status, detaches, proves TCP is back, runs the receive-path tracing proof (--trace: tp_btf and fexit
+# programs with CO-RE against the guest kernel's BTF, tests/vm/trace.cpp), and prints "VMTEST PASS" or
+# "VMTEST FAIL: reason" before it powers off. Exit 0 when every kernel passed; 77 (skip) when qemu or a kernel package
 # is not available, except under CI=true, where that is a failure.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 kernels=()
 bin="$root/build/sockredir-min"
 peer="$root/build/sockredir-vm-peer"
+trace=()
 timeout_s="${VMTEST_TIMEOUT:-240}"
 cache="${VMTEST_CACHE:-$root/build-vm/vmtest-cache}"
 busybox="${VMTEST_BUSYBOX:-/bin/busybox}"
@@ -33,6 +35,7 @@ while (($# > 0)); do
     --kernel) kernels+=("${2:?}"); shift 2 ;;
     --bin) bin="${2:?}"; shift 2 ;;
     --peer) peer="${2:?}"; shift 2 ;;
+    --trace) trace=("${2:?}" "${3:?}" "${4:?}"); shift 4 ;;
     --timeout) timeout_s="${2:?}"; shift 2 ;;
     -h | --help) usage ;;
     *) echo "vmtest.sh: unknown argument '$1'" >&2; usage ;;
@@ -65,6 +68,7 @@ require_static() {
 }
 require_static "$bin"
 require_static "$peer"
+((${#trace[@]} == 0)) || require_static "${trace[0]}"
 require_static "$busybox"
 
 # Options the VM needs built in (this script loads no modules; Debian builds all of them in).
@@ -131,6 +135,11 @@ mkdir -p "$tree"/{bin,sbin,dev,proc,sys,tmp}
 cp -- "$busybox" "$tree/bin/busybox"
 cp -- "$bin" "$tree/sbin/sockredir-min"
 cp -- "$peer" "$tree/bin/sockredir-vm-peer"
+if ((${#trace[@]} > 0)); then
+    cp -- "${trace[0]}" "$tree/bin/sockredir-vm-trace"
+    cp -- "${trace[1]}" "$tree/trace_tp.bpf.o"
+    cp -- "${trace[2]}" "$tree/trace_fexit.bpf.o"
+fi
 # The kernel opens /dev/console for PID 1 before any devtmpfs is mounted.
 if ((EUID == 0)); then
     mknod -m 600 "$tree/dev/console" c 5 1
@@ -193,6 +202,13 @@ sockredir-min status | grep -q '^not attached' || fail "status after detach does
 
 step "plain TCP after detach"
 sockredir-vm-peer --mib 8 --expect tcp || fail "the transfer after detach did not take TCP"
+
+if [ -x /bin/sockredir-vm-trace ]; then
+    step "tracing on the receive path: tp_btf and fexit, CO-RE against this kernel's BTF"
+    mkdir -p /sys/fs/bpf/trace
+    sockredir-vm-trace /trace_tp.bpf.o /trace_fexit.bpf.o /sys/fs/bpf/trace || fail "the tracing proof failed"
+    rmdir /sys/fs/bpf/trace || fail "the tracing proof left pins in /sys/fs/bpf/trace"
+fi
 
 finish "VMTEST PASS $(uname -r)"
 INIT
