@@ -1092,15 +1092,9 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
             // Size 1: the safest size; 4 would fail the kernel's checks for a variable of fewer bytes.
             btf.mutable_type(id) = dummy_int(t.name_off, 1, 8);
         } else if (!kernel.datasec && t.kind == BTF_KIND_DATASEC) {
-            // The kernel refuses '.' and '?' in a STRUCT name; libbpf edits the string in place.
-            const uint32_t name_off = t.name_off;
-            auto& strings = btf.mutable_strings();
-            for (size_t i = name_off; i < strings.size() && strings[i] != '\0'; ++i)
-                if (strings[i] == '.' || strings[i] == '?')
-                    strings[i] = '_';
             BtfType s;
             s.kind = BTF_KIND_STRUCT;
-            s.name_off = name_off;
+            s.name_off = t.name_off;
             s.size_or_type = t.size_or_type;
             s.vlen = t.vlen;
             for (size_t i = 0; i < t.vars.size(); ++i) {
@@ -1111,6 +1105,11 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
                 // The member keeps the variable's name.
                 s.members.push_back({btf.type(v.type).name_off, v.type, v.offset * 8});
             }
+            // The kernel refuses '.' and '?' in a STRUCT name; libbpf edits the string in place.
+            auto& strings = btf.mutable_strings();
+            for (size_t i = s.name_off; i < strings.size() && strings[i] != '\0'; ++i)
+                if (strings[i] == '.' || strings[i] == '?')
+                    strings[i] = '_';
             btf.mutable_type(id) = std::move(s);
         } else if (!kernel.qmark_datasec && t.kind == BTF_KIND_DATASEC) {
             auto& strings = btf.mutable_strings();
