@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -48,6 +49,16 @@ struct BtfExtCoreHeader {
     uint32_t core_relo_off;
     uint32_t core_relo_len;
 };
+// struct bpf_core_relo with its kind as the u32 of the file: loading a value outside enum bpf_core_relo_kind
+// through the enum type is undefined behaviour (found by fuzz_btf).
+struct CoreReloRecord {
+    uint32_t insn_off;
+    uint32_t type_id;
+    uint32_t access_str_off;
+    uint32_t kind;
+};
+static_assert(sizeof(CoreReloRecord) == sizeof(bpf_core_relo));
+static_assert(offsetof(CoreReloRecord, kind) == offsetof(bpf_core_relo, kind));
 // One section's entry in a subsection, followed by num_info records (libbpf's struct btf_ext_info_sec).
 struct BtfExtInfoSec {
     uint32_t sec_name_off;
@@ -1500,8 +1511,8 @@ struct ExtParser {
 
     BtfCoreRelo core_relo(std::span<const std::byte> data, uint64_t at, const std::string& rec) const
     {
-        const auto raw = read_at<bpf_core_relo>(data, at, section, rec);
-        const auto kind = static_cast<uint32_t>(raw.kind);
+        const auto raw = read_at<CoreReloRecord>(data, at, section, rec);
+        const uint32_t kind = raw.kind;
         if (raw.type_id >= btf.types().size())
             fail_at(rec, "type " + std::to_string(raw.type_id) + " of " + type_count() + " does not exist");
         if (kind > BPF_CORE_TYPE_MATCHES)
