@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -48,6 +49,16 @@ struct BtfExtCoreHeader {
     uint32_t core_relo_off;
     uint32_t core_relo_len;
 };
+// struct bpf_core_relo with its kind as the u32 of the file: loading a value outside enum bpf_core_relo_kind
+// through the enum type is undefined behaviour (found by fuzz_btf).
+struct CoreReloRecord {
+    uint32_t insn_off;
+    uint32_t type_id;
+    uint32_t access_str_off;
+    uint32_t kind;
+};
+static_assert(sizeof(CoreReloRecord) == sizeof(bpf_core_relo));
+static_assert(offsetof(CoreReloRecord, kind) == offsetof(bpf_core_relo, kind));
 // One section's entry in a subsection, followed by num_info records (libbpf's struct btf_ext_info_sec).
 struct BtfExtInfoSec {
     uint32_t sec_name_off;
@@ -1092,15 +1103,9 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
             // Size 1: the safest size; 4 would fail the kernel's checks for a variable of fewer bytes.
             btf.mutable_type(id) = dummy_int(t.name_off, 1, 8);
         } else if (!kernel.datasec && t.kind == BTF_KIND_DATASEC) {
-            // The kernel refuses '.' and '?' in a STRUCT name; libbpf edits the string in place.
-            const uint32_t name_off = t.name_off;
-            auto& strings = btf.mutable_strings();
-            for (size_t i = name_off; i < strings.size() && strings[i] != '\0'; ++i)
-                if (strings[i] == '.' || strings[i] == '?')
-                    strings[i] = '_';
             BtfType s;
             s.kind = BTF_KIND_STRUCT;
-            s.name_off = name_off;
+            s.name_off = t.name_off;
             s.size_or_type = t.size_or_type;
             s.vlen = t.vlen;
             for (size_t i = 0; i < t.vars.size(); ++i) {
@@ -1111,6 +1116,11 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
                 // The member keeps the variable's name.
                 s.members.push_back({btf.type(v.type).name_off, v.type, v.offset * 8});
             }
+            // The kernel refuses '.' and '?' in a STRUCT name; libbpf edits the string in place.
+            auto& strings = btf.mutable_strings();
+            for (size_t i = s.name_off; i < strings.size() && strings[i] != '\0'; ++i)
+                if (strings[i] == '.' || strings[i] == '?')
+                    strings[i] = '_';
             btf.mutable_type(id) = std::move(s);
         } else if (!kernel.qmark_datasec && t.kind == BTF_KIND_DATASEC) {
             auto& strings = btf.mutable_strings();
@@ -1501,8 +1511,8 @@ struct ExtParser {
 
     BtfCoreRelo core_relo(std::span<const std::byte> data, uint64_t at, const std::string& rec) const
     {
-        const auto raw = read_at<bpf_core_relo>(data, at, section, rec);
-        const auto kind = static_cast<uint32_t>(raw.kind);
+        const auto raw = read_at<CoreReloRecord>(data, at, section, rec);
+        const uint32_t kind = raw.kind;
         if (raw.type_id >= btf.types().size())
             fail_at(rec, "type " + std::to_string(raw.type_id) + " of " + type_count() + " does not exist");
         if (kind > BPF_CORE_TYPE_MATCHES)

@@ -1,5 +1,4 @@
-// Regression tests of what fuzzing and hostile-object review found in elf/ and the open phase, and a replay of the
-// corpus.
+// Regression tests of what fuzzing and hostile-object review found in elf/ and the open phase, and replays of the corpora.
 #include <doctest/doctest.h>
 
 #include <elf.h>
@@ -13,10 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "elf/btf.hpp"
 #include "elf/reader.hpp"
 #include "loader/app/contract.hpp"
 #include "loader/base/error.hpp"
+#include "tests/btf_builder.hpp"
 #include "tests/elf_builder.hpp"
+#include "tests/fuzz/btf_harness.hpp"
 
 using namespace sockredir;
 using namespace sockredir::base;
@@ -169,7 +171,28 @@ TEST_CASE("an object with 20000 program sections and 100000 symbols is refused i
     CHECK(seconds_since(start) < 30.0);
 }
 
-// --- the fuzz corpus ------------------------------------------------------------------------------------------
+// --- BTF (fuzz_btf) -------------------------------------------------------------------------------------------
+// Inputs under tests/fuzz/btf/regressions are replayed, with the corpus, by the last test case of this file.
+
+// Found by fuzz_btf: parse_btf_ext memcpy'd a CO-RE record into struct bpf_core_relo, whose kind is an enum, and read
+// the kind through it; 2304 is outside the enum's values, which is undefined behaviour (UBSan: "load of value 2304,
+// which is not a valid value for type 'enum bpf_core_relo_kind'"). The record is now read as four u32.
+TEST_CASE("a CO-RE relocation kind far outside enum bpf_core_relo_kind is refused by its number")
+{
+    BtfBuilder b;
+    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto sec = b.add_string("socket");
+    const auto access = b.add_string("0");
+    BtfExtBuilder e;
+    e.add_core_relo(sec, 0, i, access, 2304);
+    const auto btf = elf::parse_btf(b.build());
+    CHECK_THROWS_WITH_AS(elf::parse_btf_ext(e.build(), btf),
+                         "section '.BTF.ext': core_relo: section 'socket': record #0: kind 2304 is not a "
+                         "bpf_core_relo_kind (0 to 12)",
+                         Error);
+}
+
+// --- the fuzz corpora -----------------------------------------------------------------------------------------
 
 TEST_CASE("every input of the fuzz corpus and of the fuzz regressions plans or is refused with sockredir::base::Error")
 {
@@ -184,6 +207,28 @@ TEST_CASE("every input of the fuzz corpus and of the fuzz regressions plans or i
                 continue;
             CAPTURE(entry.path().string());
             CHECK(plans_or_refuses(file_bytes(entry.path())));
+            ++count;
+        }
+    }
+    CHECK(count > 0);
+}
+
+TEST_CASE("every input of the BTF fuzz corpus and regressions keeps elf/btf's promises or is refused with one line")
+{
+    const char* dir = std::getenv("SOCKREDIR_FUZZ_DIR");
+    if (dir == nullptr || *dir == '\0') {
+        MESSAGE("SOCKREDIR_FUZZ_DIR is not set (meson sets it to tests/fuzz); nothing to replay");
+        return;
+    }
+    size_t count = 0;
+    for (const char* sub : {"btf/corpus", "btf/regressions"}) {
+        const auto path = std::filesystem::path(dir) / sub;
+        REQUIRE_MESSAGE(std::filesystem::is_directory(path), path << " is not a directory");
+        for (const auto& entry : std::filesystem::directory_iterator(path)) {
+            if (!entry.is_regular_file())
+                continue;
+            CAPTURE(entry.path().string());
+            CHECK(check_btf_fuzz_input(file_bytes(entry.path())) == "");
             ++count;
         }
     }

@@ -7,13 +7,13 @@
 
 using namespace sockredir::test;
 
-namespace sockredir {
+namespace sockredir::app {
 // elf_builder.cpp's real_object() falls back to the embedded object, which this small program does not link.
 std::span<const std::byte> embedded_object()
 {
     return {};
 }
-} // namespace sockredir
+} // namespace sockredir::app
 
 namespace {
 
