@@ -149,18 +149,6 @@ TEST_CASE("relocate refuses a reference to a map that was not created")
                          doctest::Contains("program 'sockredir_sockops': refers to map '"), Error);
 }
 
-TEST_CASE("map_type_name and prog_type_name name the kernel's types and number the rest")
-{
-    CHECK(map_type_name(BPF_MAP_TYPE_SOCKHASH) == "BPF_MAP_TYPE_SOCKHASH");
-    CHECK(map_type_name(BPF_MAP_TYPE_SK_STORAGE) == "BPF_MAP_TYPE_SK_STORAGE");
-    CHECK(map_type_name(BPF_MAP_TYPE_PERCPU_ARRAY) == "BPF_MAP_TYPE_PERCPU_ARRAY");
-    CHECK(map_type_name(BPF_MAP_TYPE_RINGBUF) == "BPF_MAP_TYPE_RINGBUF");
-    CHECK(map_type_name(9999) == "9999");
-    CHECK(prog_type_name(BPF_PROG_TYPE_SK_MSG) == "BPF_PROG_TYPE_SK_MSG");
-    CHECK(prog_type_name(BPF_PROG_TYPE_TRACING) == "BPF_PROG_TYPE_TRACING");
-    CHECK(prog_type_name(9999) == "9999");
-}
-
 // --- minimal BTF -------------------------------------------------------------------------------------------------
 
 TEST_CASE("minimal_btf holds one signed 32-bit INT named 'int' in the kernel's BTF layout")

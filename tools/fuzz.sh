@@ -21,8 +21,8 @@ regressions=tests/fuzz/regressions
 bin="$out/fuzz_plan"
 cxx="${CXX_FUZZ:-clang++}"
 # Everything sockredir_spec() needs, and nothing that makes a syscall (no loader/sys.cpp).
-sources=(loader/base/error.cpp elf/reader.cpp elf/object.cpp loader/ebpf/spec.cpp loader/app/contract.cpp loader/app/ports.cpp
-    tests/fuzz/fuzz_plan.cpp)
+sources=(loader/base/error.cpp elf/reader.cpp elf/object.cpp loader/ebpf/spec.cpp loader/ebpf/types.cpp
+    loader/app/contract.cpp loader/app/ports.cpp tests/fuzz/fuzz_plan.cpp)
 cxxflags=(-std=c++20 -g -O1 -Wall -Wextra -Werror -I. -DSOCKREDIR_VERSION='"fuzz"')
 sanitize=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all -fno-omit-frame-pointer)
 
@@ -46,7 +46,7 @@ build() {
             skip "$cxx cannot link -fsanitize=fuzzer (libclang-rt-14-dev missing?): $(head -n 1 "$out/probe.log")"
     fi
     local newer
-    newer="$(find "${sources[@]}" elf loader/base loader/ebpf/spec.hpp loader/app/contract.hpp bpf/sockredir_shared.h tools/fuzz.sh -newer "$bin" \
+    newer="$(find "${sources[@]}" elf loader/base loader/ebpf/spec.hpp loader/ebpf/types.hpp loader/app/contract.hpp bpf/sockredir_shared.h tools/fuzz.sh -newer "$bin" \
         -print -quit 2>/dev/null || true)"
     if [[ ! -x "$bin" || -n "$newer" ]]; then
         echo "fuzz.sh: building $bin"
