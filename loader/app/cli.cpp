@@ -12,9 +12,9 @@
 #include <string_view>
 
 #include "loader/app/attach.hpp"
+#include "loader/app/check.hpp"
 #include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
-#include "loader/app/probe.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
@@ -239,7 +239,7 @@ unsigned kernel_version()
 AttachResult attach_or_verdict(const AttachOptions& options)
 {
     const auto refuse_unless_capable = [] {
-        const auto report = probe_kernel();
+        const auto report = probe_kernel(embedded_object());
         if (!can_run(report))
             throw Error(verdict(report) + "; see sockredir-min check");
     };
@@ -378,7 +378,7 @@ int run(const Command& c)
             return kExitOk;
         }
         case Verb::Check: {
-            const auto report = probe_kernel();
+            const auto report = probe_kernel(embedded_object());
             std::fputs(format_report(report).c_str(), stdout);
             if (can_run(report))
                 return kExitOk;
