@@ -138,32 +138,6 @@ void patch_rel(Bytes& bytes, uint32_t rel_index, uint32_t entry, const std::func
     store(bytes, get_shdr(bytes, rel_index).sh_offset + uint64_t{entry} * sizeof(Elf64_Rel), rel);
 }
 
-bpf_insn make_insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
-{
-    bpf_insn insn{};
-    insn.code = code;
-    insn.dst_reg = dst & 0xf;
-    insn.src_reg = src & 0xf;
-    insn.off = off;
-    insn.imm = imm;
-    return insn;
-}
-
-std::vector<bpf_insn> ld_imm64(uint8_t dst, int32_t imm)
-{
-    return {make_insn(BPF_LD | BPF_IMM | BPF_DW, dst, 0, 0, imm), make_insn(0, 0, 0, 0, 0)};
-}
-
-bpf_insn mov64_imm(uint8_t dst, int32_t imm)
-{
-    return make_insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm);
-}
-
-bpf_insn exit_insn()
-{
-    return make_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-}
-
 uint32_t ElfBuilder::add_section(std::string name, uint32_t type, uint64_t flags, Bytes data, uint64_t addralign)
 {
     sections_.push_back({std::move(name), type, flags, std::move(data), addralign});
@@ -335,11 +309,10 @@ ObjectRecipe::Parts ObjectRecipe::parts() const
         Pending pend{};
         for (const auto& map : prog.map_refs) {
             pend.refs.emplace_back(insns.size() * sizeof(bpf_insn), map);
-            for (const auto& insn : ld_imm64(1, 0))
-                insns.push_back(insn);
+            insn::append(insns, insn::ld_imm64(1, 0));
         }
-        insns.push_back(mov64_imm(0, 1));
-        insns.push_back(exit_insn());
+        insn::append(insns, insn::mov_imm(0, 1));
+        insn::append(insns, insn::exit_insn());
         pend.section = b.add_program(prog.section, prog.function, insns);
         p.section_of[prog.section] = pend.section;
         pending.push_back(std::move(pend));

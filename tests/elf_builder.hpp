@@ -19,6 +19,7 @@
 
 #include "bpf/sockredir_shared.h"
 #include "elf/object.hpp"
+#include "loader/ebpf/insn.hpp"
 
 namespace sockredir::test {
 
@@ -79,13 +80,8 @@ uint32_t section_index(std::span<const std::byte> bytes, std::string_view name);
 Elf64_Rel get_rel(std::span<const std::byte> bytes, uint32_t rel_index, uint32_t entry);
 void patch_rel(Bytes& bytes, uint32_t rel_index, uint32_t entry, const std::function<void(Elf64_Rel&)>& change);
 
-// --- instructions ----------------------------------------------------------------------------------------------
-
-bpf_insn make_insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm);
-// The two slots of `r<dst> = imm64`; src_reg 0, to be relocated.
-std::vector<bpf_insn> ld_imm64(uint8_t dst, int32_t imm);
-bpf_insn mov64_imm(uint8_t dst, int32_t imm);
-bpf_insn exit_insn();
+// Instructions come from the loader's own builder: insn::mov_imm(0, 1), insn::exit_insn(), ...
+namespace insn = ebpf::insn;
 
 // --- building an object from scratch ---------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ TEST_CASE("a relocation table overlapping the symbol table is refused")
 TEST_CASE("many relocation sections over one region are refused at once")
 {
     ElfBuilder b;
-    const auto prog = b.add_program("sockops", "f", {mov64_imm(0, 1), exit_insn()});
+    const auto prog = b.add_program("sockops", "f", {insn::mov_imm(0, 1), insn::exit_insn()});
     constexpr int kCopies = 200;
     std::vector<uint32_t> rels;
     for (int i = 0; i < kCopies; ++i)
@@ -141,7 +141,7 @@ TEST_CASE("empty sections may share an offset with their neighbours, as clang em
 TEST_CASE("an object with 200000 map definitions is refused in linear time")
 {
     ElfBuilder b;
-    b.add_program("sockops", "f", {mov64_imm(0, 1), exit_insn()});
+    b.add_program("sockops", "f", {insn::mov_imm(0, 1), insn::exit_insn()});
     constexpr uint64_t kMaps = 200000;
     const auto maps =
         b.add_section("maps", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, Bytes(kMaps * sizeof(elf::LegacyMapDef)), 4);
@@ -161,7 +161,7 @@ TEST_CASE("an object with 20000 program sections and 100000 symbols is refused i
     ElfBuilder b;
     constexpr int kPrograms = 20000;
     for (int i = 0; i < kPrograms; ++i)
-        b.add_program("p", "f", {mov64_imm(0, 1), exit_insn()});
+        b.add_program("p", "f", {insn::mov_imm(0, 1), insn::exit_insn()});
     for (int i = 0; i < 100000; ++i)
         b.add_symbol({"d", SHN_ABS, 0, 0, STT_NOTYPE, STB_LOCAL});
     b.add_section("license", SHT_PROGBITS, SHF_ALLOC, to_bytes(std::string("GPL") + '\0'), 1);

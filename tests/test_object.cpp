@@ -308,7 +308,7 @@ TEST_CASE("a program section with two functions is refused as a bpf-to-bpf call"
 TEST_CASE("a program section without a function symbol is refused")
 {
     auto p = ObjectRecipe{}.parts();
-    p.builder.add_program("orphan", "placeholder", {mov64_imm(0, 0), exit_insn()});
+    p.builder.add_program("orphan", "placeholder", {insn::mov_imm(0, 0), insn::exit_insn()});
     Bytes bytes = p.builder.build();
     // Turn the new function symbol (the last one) into an object symbol.
     const auto symtab = get_shdr(bytes, p.builder.symtab_index());
@@ -505,8 +505,7 @@ TEST_CASE("a map relocation in an object without a maps section is refused")
     recipe.programs = {{"sockops", "p", {}}};
     auto p = recipe.parts();
     // Reference the license symbol from a fresh ld_imm64 program.
-    auto insns = ld_imm64(1, 0);
-    insns.push_back(exit_insn());
+    const auto insns = insn::program(insn::ld_imm64(1, 0), insn::exit_insn());
     const auto sec = p.builder.add_program("sk_msg", "q", insns);
     p.builder.add_rel(sec, {0, R_BPF_64_64, p.symbol_of.at("_license")});
     CHECK_THROWS_WITH_AS(parse(p.builder.build()),

@@ -27,9 +27,7 @@ struct Small {
 
     Small()
     {
-        auto insns = ld_imm64(1, 0);
-        insns.push_back(mov64_imm(0, 0));
-        insns.push_back(exit_insn());
+        const auto insns = insn::program(insn::ld_imm64(1, 0), insn::mov_imm(0, 0), insn::exit_insn());
         prog = b.add_program("prog", "f", insns);
         func = 1;
         data = b.add_section(".data", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, to_bytes("abcdefgh"), 4);
@@ -344,7 +342,7 @@ TEST_CASE("a section name offset outside the section name table is refused")
 TEST_CASE("a section name that is not NUL-terminated in the section name table is refused")
 {
     ElfBuilder b;
-    b.add_program("prog", "f", {mov64_imm(0, 0), exit_insn()});
+    b.add_program("prog", "f", {insn::mov_imm(0, 0), insn::exit_insn()});
     Bytes bytes = b.build();
     // ".shstrtab" is the last name in its own table; overwrite its terminating NUL.
     const auto names = get_shdr(bytes, b.shstrtab_index());
@@ -357,7 +355,7 @@ TEST_CASE("a section name that is not NUL-terminated in the section name table i
 TEST_CASE("a symbol name that is not NUL-terminated in the symbol string table is refused")
 {
     ElfBuilder b;
-    b.add_program("prog", "first", {mov64_imm(0, 0), exit_insn()});
+    b.add_program("prog", "first", {insn::mov_imm(0, 0), insn::exit_insn()});
     b.add_symbol({"last_name", SHN_UNDEF, 0, 0, STT_NOTYPE, STB_GLOBAL});
     Bytes bytes = b.build();
     const auto strtab = get_shdr(bytes, b.strtab_index());

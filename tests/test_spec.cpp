@@ -14,6 +14,7 @@
 #include "loader/ebpf/collection.hpp"
 #include "loader/ebpf/spec.hpp"
 #include "tests/elf_builder.hpp"
+#include "tests/fake_kernel.hpp"
 
 using namespace sockredir;
 using namespace sockredir::base;
@@ -149,16 +150,31 @@ TEST_CASE("relocate refuses a reference to a map that was not created")
                          doctest::Contains("program 'sockredir_sockops': refers to map '"), Error);
 }
 
-TEST_CASE("map_type_name and prog_type_name name the kernel's types and number the rest")
+TEST_CASE("a program the verifier rejects fails by its name, with the verifier's log in the error")
 {
-    CHECK(map_type_name(BPF_MAP_TYPE_SOCKHASH) == "BPF_MAP_TYPE_SOCKHASH");
-    CHECK(map_type_name(BPF_MAP_TYPE_SK_STORAGE) == "BPF_MAP_TYPE_SK_STORAGE");
-    CHECK(map_type_name(BPF_MAP_TYPE_PERCPU_ARRAY) == "BPF_MAP_TYPE_PERCPU_ARRAY");
-    CHECK(map_type_name(BPF_MAP_TYPE_RINGBUF) == "BPF_MAP_TYPE_RINGBUF");
-    CHECK(map_type_name(9999) == "9999");
-    CHECK(prog_type_name(BPF_PROG_TYPE_SK_MSG) == "BPF_PROG_TYPE_SK_MSG");
-    CHECK(prog_type_name(BPF_PROG_TYPE_TRACING) == "BPF_PROG_TYPE_TRACING");
-    CHECK(prog_type_name(9999) == "9999");
+    test::FakeKernel kernel;
+    kernel.helper_answers[{BPF_PROG_TYPE_SK_MSG, BPF_FUNC_msg_redirect_hash}] = {
+        EACCES, "12: (85) call bpf_msg_redirect_hash#71\nR2 type=scalar expected=map_ptr\n"};
+    try {
+        load_collection(open_object(real_object()));
+        FAIL("loaded");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()) ==
+              "the verifier rejected program 'sockredir_msg' (section 'sk_msg'): Permission denied");
+        CHECK(e.call() == "BPF_PROG_LOAD");
+        CHECK(e.code() == EACCES);
+        CHECK(e.log() == "12: (85) call bpf_msg_redirect_hash#71\nR2 type=scalar expected=map_ptr\n");
+    }
+    // Loaded without the log first, then once more with it.
+    CHECK(kernel.count(BPF_PROG_LOAD, BPF_PROG_TYPE_SK_MSG) == 2);
+}
+
+TEST_CASE("a program load that fails once loads on the retry")
+{
+    test::FakeKernel kernel;
+    kernel.transient_failures = 1;
+    const auto c = load_collection(open_object(real_object()));
+    CHECK(c.programs.size() == 2);
 }
 
 // --- minimal BTF -------------------------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ sanitize=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all -fno-o
 # regressions and dictionary, and where a run writes new inputs and failing ones.
 targets=(plan btf)
 declare -A sources=(
-    [plan]="loader/base/error.cpp elf/reader.cpp elf/btf.cpp elf/object.cpp loader/ebpf/spec.cpp loader/app/contract.cpp loader/app/ports.cpp tests/fuzz/fuzz_plan.cpp"
+    [plan]="loader/base/error.cpp elf/reader.cpp elf/btf.cpp elf/object.cpp loader/ebpf/spec.cpp loader/ebpf/types.cpp loader/app/contract.cpp loader/app/ports.cpp tests/fuzz/fuzz_plan.cpp"
     [btf]="loader/base/error.cpp elf/reader.cpp elf/btf.cpp tests/fuzz/fuzz_btf.cpp"
 )
 declare -A depends=(
-    [plan]="elf loader/base loader/ebpf/spec.hpp loader/app/contract.hpp bpf/sockredir_shared.h tools/fuzz.sh"
+    [plan]="elf loader/base loader/ebpf/spec.hpp loader/ebpf/types.hpp loader/app/contract.hpp bpf/sockredir_shared.h tools/fuzz.sh"
     [btf]="elf loader/base tests/fuzz/btf_harness.hpp tools/fuzz.sh"
 )
 declare -A corpus=([plan]=tests/fuzz/corpus [btf]=tests/fuzz/btf/corpus)

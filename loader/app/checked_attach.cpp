@@ -6,7 +6,7 @@
 
 #include <string_view>
 
-#include "loader/app/probe.hpp"
+#include "loader/app/check.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 
@@ -40,8 +40,9 @@ unsigned kernel_version()
 
 AttachResult attach_or_verdict(const AttachOptions& options)
 {
-    const auto refuse_unless_capable = [] {
-        const auto report = probe_kernel();
+    const auto refuse_unless_capable = [&] {
+        // What this object needs: its program types, map types and helpers.
+        const auto report = probe_kernel(options.object);
         if (!can_run(report))
             throw Error(verdict(report) + "; see sockredir-min check");
     };

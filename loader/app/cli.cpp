@@ -7,12 +7,12 @@
 #include <exception>
 
 #include "loader/app/attach.hpp"
+#include "loader/app/check.hpp"
 #include "loader/app/checked_attach.hpp"
 #include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
 #include "loader/app/hints.hpp"
 #include "loader/app/pins.hpp"
-#include "loader/app/probe.hpp"
 #include "loader/app/run.hpp"
 #include "loader/app/stats.hpp"
 #include "loader/app/status.hpp"
@@ -176,9 +176,13 @@ int do_status(const Command& c)
     return kExitOk;
 }
 
-int do_check(const Command&)
+int do_check(const Command& c)
 {
-    const auto report = probe_kernel();
+    // The requirements come from the object: the embedded one, or another build of it (--object).
+    std::vector<std::byte> file;
+    if (!c.object_file.empty())
+        file = read_file_bytes(c.object_file);
+    const auto report = probe_kernel(c.object_file.empty() ? embedded_object() : std::span<const std::byte>(file));
     std::fputs(format_report(report).c_str(), stdout);
     if (can_run(report))
         return kExitOk;
@@ -228,6 +232,7 @@ int do_version(const Command&)
 constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
                                                 &kPortsOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
+constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
 constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};
 constexpr std::string_view kHelpAliases[] = {"-h", "help"};
 constexpr std::string_view kVersionAliases[] = {"-V"};
@@ -246,7 +251,8 @@ constexpr CommandSpec kCommands[] = {
      .options = kStatusOptions,
      .handler = do_status},
     {.name = "check",
-     .summary = "tell whether this kernel can run sockredir: one line per feature, a verdict",
+     .summary = "tell whether this kernel can run sockredir: one line per feature the object needs, a verdict",
+     .options = kCheckOptions,
      .handler = do_check},
     {.name = "run",
      .summary = "attach, stay in the foreground until SIGTERM or SIGINT, then detach",

@@ -26,11 +26,11 @@ constexpr ErrorHint kHints[] = {
     {ENOSYS, {}, "this kernel has no bpf(2): CONFIG_BPF_SYSCALL is off"},
 };
 
-bool matches(const ErrorHint& hint, const base::Error& e)
+bool matches(const ErrorHint& hint, std::string_view call, int code)
 {
-    if (hint.code != e.code())
+    if (hint.code != code)
         return false;
-    return hint.calls.empty() || std::find(hint.calls.begin(), hint.calls.end(), e.call()) != hint.calls.end();
+    return hint.calls.empty() || std::find(hint.calls.begin(), hint.calls.end(), call) != hint.calls.end();
 }
 
 } // namespace
@@ -40,12 +40,24 @@ std::span<const ErrorHint> error_hints()
     return kHints;
 }
 
+const char* hint_for(std::string_view call, int code)
+{
+    for (const auto& hint : kHints)
+        if (matches(hint, call, code))
+            return hint.text.data(); // each text is a literal: NUL-terminated
+    return nullptr;
+}
+
+const char* hint_for(const base::Error& e)
+{
+    return hint_for(e.call(), e.code());
+}
+
 std::string describe_error(const base::Error& e)
 {
     std::string line = e.what();
-    for (const auto& hint : kHints)
-        if (matches(hint, e))
-            return line + " (" + std::string(hint.text) + ")";
+    if (const char* hint = hint_for(e))
+        return line + " (" + hint + ")";
     return line;
 }
 

@@ -20,6 +20,11 @@ struct ErrorHint {
 // The table, first match wins.
 std::span<const ErrorHint> error_hints();
 
+// The hint of the first row matching (call, code), nullptr when none does. check's verdict uses it for a refused
+// probe, describe_error for any failure.
+const char* hint_for(std::string_view call, int code);
+const char* hint_for(const base::Error& e);
+
 // The one line printed for a failure: the error itself, then " (hint)" when a row of the table matches
 // (e.call(), e.code()). The text of the error is never looked at.
 std::string describe_error(const base::Error& e);

@@ -95,10 +95,23 @@ Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vec
         args.line_info = p.line_info;
     }
     try {
+        return load_with_log(std::move(args));
+    } catch (const Error& e) {
+        const auto what = "program '" + p.name + "' (section '" + p.section + "')";
+        if (e.log().empty())
+            throw e.rephrased("loading " + what);
+        throw e.rephrased("the verifier rejected " + what, e.log());
+    }
+}
+
+} // namespace
+
+Fd load_with_log(sys::ProgLoadArgs args)
+{
+    try {
         return sys::prog_load(args);
     } catch (const Error&) {
-        // Retry once with the verifier log on (libbpf retry_load, cilium/ebpf): a transient failure loads now;
-        // a rejection fails again and brings the verifier's words with it.
+        // A transient failure loads now; a rejection fails again and brings the verifier's words with it.
     }
     std::vector<char> log(kVerifierLogSize);
     args.log = log;
@@ -106,15 +119,10 @@ Fd load_program(const CollectionSpec& spec, const ProgramSpec& p, const std::vec
     try {
         return sys::prog_load(args);
     } catch (const Error& e) {
-        const std::string text(log.data(), ::strnlen(log.data(), log.size()));
-        const auto what = "program '" + p.name + "' (section '" + p.section + "')";
-        if (text.empty())
-            throw e.rephrased("loading " + what);
-        throw e.rephrased("the verifier rejected " + what, text);
+        throw e.rephrased("loading program '" + args.name + "'",
+                          std::string(log.data(), ::strnlen(log.data(), log.size())));
     }
 }
-
-} // namespace
 
 Collection create_maps(const CollectionSpec& spec)
 {

@@ -11,6 +11,7 @@
 #include "loader/base/fd.hpp"
 #include "loader/ebpf/btf.hpp"
 #include "loader/ebpf/spec.hpp"
+#include "loader/ebpf/sys.hpp"
 
 namespace sockredir::ebpf {
 
@@ -36,6 +37,12 @@ struct Collection {
     ByName<Map> maps{"map"};
     ByName<Program> programs{"program"};
 };
+
+// BPF_PROG_LOAD, retried once with the verifier log on when it fails (libbpf retry_load, cilium/ebpf): a transient
+// failure loads the second time; a rejection throws the second Error, "loading program 'NAME': strerror", with the
+// verifier's log attached (Error::log(), empty when the kernel refused before the verifier ran). Prints nothing.
+// Shared by load_programs and the feature probes (features.hpp).
+Fd load_with_log(sys::ProgLoadArgs args);
 
 struct LoadOptions {
     // The kernel BTF that CO-RE relocations and tracing targets are resolved against, read only when the spec

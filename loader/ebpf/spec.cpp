@@ -37,76 +37,6 @@ const SectionType* section_type(const std::string& section)
     return nullptr;
 }
 
-struct MapType {
-    uint32_t type;
-    const char* name;
-    // The loader creates it from a definition alone: no inner map, no program fds, no struct_ops.
-    bool supported;
-    bool needs_btf;
-};
-
-constexpr MapType kMapTypes[] = {
-    {BPF_MAP_TYPE_HASH, "BPF_MAP_TYPE_HASH", true, false},
-    {BPF_MAP_TYPE_ARRAY, "BPF_MAP_TYPE_ARRAY", true, false},
-    {BPF_MAP_TYPE_PROG_ARRAY, "BPF_MAP_TYPE_PROG_ARRAY", false, false},
-    {BPF_MAP_TYPE_PERF_EVENT_ARRAY, "BPF_MAP_TYPE_PERF_EVENT_ARRAY", true, false},
-    {BPF_MAP_TYPE_PERCPU_HASH, "BPF_MAP_TYPE_PERCPU_HASH", true, false},
-    {BPF_MAP_TYPE_PERCPU_ARRAY, "BPF_MAP_TYPE_PERCPU_ARRAY", true, false},
-    {BPF_MAP_TYPE_STACK_TRACE, "BPF_MAP_TYPE_STACK_TRACE", false, false},
-    {BPF_MAP_TYPE_CGROUP_ARRAY, "BPF_MAP_TYPE_CGROUP_ARRAY", false, false},
-    {BPF_MAP_TYPE_LRU_HASH, "BPF_MAP_TYPE_LRU_HASH", true, false},
-    {BPF_MAP_TYPE_LRU_PERCPU_HASH, "BPF_MAP_TYPE_LRU_PERCPU_HASH", true, false},
-    {BPF_MAP_TYPE_LPM_TRIE, "BPF_MAP_TYPE_LPM_TRIE", false, false},
-    {BPF_MAP_TYPE_ARRAY_OF_MAPS, "BPF_MAP_TYPE_ARRAY_OF_MAPS", false, false},
-    {BPF_MAP_TYPE_HASH_OF_MAPS, "BPF_MAP_TYPE_HASH_OF_MAPS", false, false},
-    {BPF_MAP_TYPE_DEVMAP, "BPF_MAP_TYPE_DEVMAP", false, false},
-    {BPF_MAP_TYPE_SOCKMAP, "BPF_MAP_TYPE_SOCKMAP", true, false},
-    {BPF_MAP_TYPE_CPUMAP, "BPF_MAP_TYPE_CPUMAP", false, false},
-    {BPF_MAP_TYPE_XSKMAP, "BPF_MAP_TYPE_XSKMAP", false, false},
-    {BPF_MAP_TYPE_SOCKHASH, "BPF_MAP_TYPE_SOCKHASH", true, false},
-    {BPF_MAP_TYPE_CGROUP_STORAGE, "BPF_MAP_TYPE_CGROUP_STORAGE", false, false},
-    {BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, "BPF_MAP_TYPE_REUSEPORT_SOCKARRAY", false, false},
-    {BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE, "BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE", false, false},
-    {BPF_MAP_TYPE_QUEUE, "BPF_MAP_TYPE_QUEUE", false, false},
-    {BPF_MAP_TYPE_STACK, "BPF_MAP_TYPE_STACK", false, false},
-    {BPF_MAP_TYPE_SK_STORAGE, "BPF_MAP_TYPE_SK_STORAGE", true, true},
-    {BPF_MAP_TYPE_DEVMAP_HASH, "BPF_MAP_TYPE_DEVMAP_HASH", false, false},
-    {BPF_MAP_TYPE_STRUCT_OPS, "BPF_MAP_TYPE_STRUCT_OPS", false, false},
-    {BPF_MAP_TYPE_RINGBUF, "BPF_MAP_TYPE_RINGBUF", true, false},
-    {BPF_MAP_TYPE_INODE_STORAGE, "BPF_MAP_TYPE_INODE_STORAGE", false, true},
-    {BPF_MAP_TYPE_TASK_STORAGE, "BPF_MAP_TYPE_TASK_STORAGE", false, true},
-    {BPF_MAP_TYPE_BLOOM_FILTER, "BPF_MAP_TYPE_BLOOM_FILTER", false, false},
-    {BPF_MAP_TYPE_USER_RINGBUF, "BPF_MAP_TYPE_USER_RINGBUF", false, false},
-};
-
-const MapType* map_type(uint32_t type)
-{
-    for (const auto& t : kMapTypes)
-        if (t.type == type)
-            return &t;
-    return nullptr;
-}
-
-struct ProgTypeName {
-    uint32_t type;
-    const char* name;
-};
-
-constexpr ProgTypeName kProgTypeNames[] = {
-    {BPF_PROG_TYPE_SOCKET_FILTER, "BPF_PROG_TYPE_SOCKET_FILTER"},
-    {BPF_PROG_TYPE_KPROBE, "BPF_PROG_TYPE_KPROBE"},
-    {BPF_PROG_TYPE_SCHED_CLS, "BPF_PROG_TYPE_SCHED_CLS"},
-    {BPF_PROG_TYPE_TRACEPOINT, "BPF_PROG_TYPE_TRACEPOINT"},
-    {BPF_PROG_TYPE_XDP, "BPF_PROG_TYPE_XDP"},
-    {BPF_PROG_TYPE_CGROUP_SKB, "BPF_PROG_TYPE_CGROUP_SKB"},
-    {BPF_PROG_TYPE_CGROUP_SOCK, "BPF_PROG_TYPE_CGROUP_SOCK"},
-    {BPF_PROG_TYPE_SOCK_OPS, "BPF_PROG_TYPE_SOCK_OPS"},
-    {BPF_PROG_TYPE_SK_SKB, "BPF_PROG_TYPE_SK_SKB"},
-    {BPF_PROG_TYPE_SK_MSG, "BPF_PROG_TYPE_SK_MSG"},
-    {BPF_PROG_TYPE_RAW_TRACEPOINT, "BPF_PROG_TYPE_RAW_TRACEPOINT"},
-    {BPF_PROG_TYPE_TRACING, "BPF_PROG_TYPE_TRACING"},
-};
-
 std::string quoted(const std::string& s)
 {
     return "'" + s + "'";
@@ -115,8 +45,8 @@ std::string quoted(const std::string& s)
 MapSpec map_spec(const elf::MapSpec& m)
 {
     const auto what = "map " + quoted(m.name);
-    const MapType* t = map_type(m.type);
-    if (t == nullptr || !t->supported)
+    const MapTypeInfo* t = find_map_type(m.type);
+    if (t == nullptr || !t->creatable)
         throw Error(what + ": type " + map_type_name(m.type) + " is not supported by this loader");
     MapSpec s;
     s.name = m.name;
@@ -181,21 +111,6 @@ void MapSpec::set_bytes(std::span<const std::byte> key, std::span<const std::byt
 void CollectionSpec::set_max_entries(std::string_view map, uint32_t max_entries)
 {
     maps.at(map).max_entries = max_entries;
-}
-
-std::string map_type_name(uint32_t type)
-{
-    if (const MapType* t = map_type(type))
-        return t->name;
-    return std::to_string(type);
-}
-
-std::string prog_type_name(uint32_t type)
-{
-    for (const auto& t : kProgTypeNames)
-        if (t.type == type)
-            return t.name;
-    return std::to_string(type);
 }
 
 CollectionSpec make_collection_spec(const elf::ObjectSpec& object)

@@ -14,6 +14,7 @@
 
 #include "elf/object.hpp"
 #include "loader/base/error.hpp"
+#include "loader/ebpf/types.hpp" // map_type_name, prog_type_name for the messages of every layer above
 
 namespace sockredir::ebpf {
 
@@ -132,9 +133,5 @@ struct CollectionSpec {
 CollectionSpec make_collection_spec(const elf::ObjectSpec& object);
 // elf::parse_object + make_collection_spec.
 CollectionSpec open_object(std::span<const std::byte> bytes);
-
-// Names for messages: "BPF_MAP_TYPE_SOCKHASH", "BPF_PROG_TYPE_SK_MSG", or the number.
-std::string map_type_name(uint32_t type);
-std::string prog_type_name(uint32_t type);
 
 } // namespace sockredir::ebpf

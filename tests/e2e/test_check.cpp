@@ -12,6 +12,7 @@
 #include "harness.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
+#include "loader/ebpf/features.hpp"
 #include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
@@ -33,7 +34,7 @@ std::vector<std::string> split_lines(const std::string& text)
     return out;
 }
 
-// Kernel objects named like the probes' ("sr_probe") that were not there in `before`, after up to 5 s.
+// Kernel objects named like the probes' (ebpf::kProbeObjectName) that were not there in `before`, after up to 5 s.
 size_t probe_objects_left(const ObjectIds& before)
 {
     auto prog_name = [](uint32_t id) {
@@ -55,9 +56,9 @@ size_t probe_objects_left(const ObjectIds& before)
         left = 0;
         const auto now = snapshot_ids();
         for (auto id : now.progs)
-            left += before.progs.count(id) == 0 && prog_name(id) == "sr_probe";
+            left += before.progs.count(id) == 0 && prog_name(id) == sockredir::ebpf::kProbeObjectName;
         for (auto id : now.maps)
-            left += before.maps.count(id) == 0 && map_name(id) == "sr_probe";
+            left += before.maps.count(id) == 0 && map_name(id) == sockredir::ebpf::kProbeObjectName;
         if (left == 0)
             return 0;
         // The kernel frees maps from a workqueue after the last reference goes.

@@ -23,6 +23,7 @@
 #include "loader/app/status.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/collection.hpp"
+#include "loader/ebpf/insn.hpp"
 #include "loader/ebpf/sys.hpp"
 
 using namespace e2e;
@@ -184,10 +185,8 @@ TEST_CASE("another sock_ops program on the cgroup keeps running through attach a
     E2E_REQUIRE_KERNEL();
     Sandbox sb;
     // The smallest sock_ops program: r0 = 1; exit.
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
+    namespace insn = sockredir::ebpf::insn;
+    const bpf_insn insns[] = {insn::mov_imm(BPF_REG_0, 1), insn::exit_insn()};
     sys::ProgLoadArgs args;
     args.type = BPF_PROG_TYPE_SOCK_OPS;
     args.insns = insns;

@@ -61,9 +61,7 @@ int main(int argc, char** argv)
     ElfBuilder& b = parts.builder;
     const auto maps = parts.section_of.at("maps");
     const auto section_sym = b.add_symbol({"", static_cast<uint16_t>(maps), 0, 0, STT_SECTION, STB_LOCAL});
-    auto insns = ld_imm64(1, 0);
-    insns.push_back(mov64_imm(0, 0));
-    insns.push_back(exit_insn());
+    const auto insns = insn::program(insn::ld_imm64(1, 0), insn::mov_imm(0, 0), insn::exit_insn());
     const auto extra = b.add_program("sk_msg/2", "second", insns);
     b.add_rel(extra, {0, R_BPF_64_64, section_sym});
     b.add_section(".bss", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, {});

@@ -1,0 +1,63 @@
+// A fake bpf(2) behind ebpf::sys::override_bpf, for the decision logic above the syscalls without root (aya's
+// sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_BTF_LOAD and BPF_LINK_CREATE with the
+// errnos and verifier logs a test chooses, and records what it was asked.
+#pragma once
+
+#include <linux/bpf.h>
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "loader/ebpf/sys.hpp"
+
+namespace sockredir::test {
+
+// Installs itself as the bpf(2) backend for its lifetime; one at a time.
+class FakeKernel {
+public:
+    // A refusal: the errno and what the verifier writes into attr.log_buf when the caller gave one.
+    struct Answer {
+        int err = 0;
+        std::string log;
+    };
+    // One call as asked: the command, and the program or map type it names (0 for the others).
+    struct Call {
+        int cmd;
+        uint32_t type;
+    };
+
+    FakeKernel();
+    ~FakeKernel();
+    FakeKernel(const FakeKernel&) = delete;
+    FakeKernel& operator=(const FakeKernel&) = delete;
+
+    // Every call fails with this errno (ENOSYS: no bpf(2); EPERM: a caller refused outright); 0: answer per feature.
+    int all = 0;
+    // BPF_PROG_LOAD of these types: EINVAL before the verifier runs, so no log (the kernel does not know the type).
+    std::set<uint32_t> no_prog_types;
+    // BPF_MAP_CREATE of these types: EINVAL.
+    std::set<uint32_t> no_map_types;
+    // BPF_PROG_LOAD of a program of this type calling this helper: refused so.
+    std::map<std::pair<uint32_t, uint32_t>, Answer> helper_answers;
+    // What BPF_BTF_LOAD says; 0: loaded.
+    int btf_err = 0;
+    // What BPF_LINK_CREATE says: EBADF is what a kernel with links says of the probe's target -1; 0: linked.
+    int link_err = EBADF;
+    // BPF_PROG_LOAD fails this many times with EAGAIN before it answers as above (a transient failure).
+    int transient_failures = 0;
+
+    std::vector<Call> calls;
+    size_t count(int cmd, uint32_t type) const;
+
+private:
+    static long call(int cmd, bpf_attr& attr);
+    long answer(int cmd, bpf_attr& attr);
+
+    ebpf::sys::BpfCall previous_;
+};
+
+} // namespace sockredir::test
