@@ -7,13 +7,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "loader/app/check.hpp"
-#include "loader/app/hints.hpp"
 #include "loader/app/cli.hpp"
+#include "loader/app/hints.hpp"
 #include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
 #include "loader/ebpf/features.hpp"
 #include "loader/ebpf/spec.hpp"
 #include "tests/elf_builder.hpp"
@@ -523,4 +525,41 @@ TEST_CASE("describe_error appends the very hint of hint_for, so the two cannot d
         REQUIRE(hint_for(e) != nullptr);
         CHECK(describe_error(e) == std::string(e.what()) + " (" + hint_for(e) + ")");
     }
+}
+
+TEST_CASE("a tracing program asks for the kernel's BTF and for itself on its target, not for a bare program type")
+{
+    const char* path = std::getenv("SOCKREDIR_TRACE_TP_OBJECT");
+    REQUIRE_MESSAGE(path != nullptr, "meson sets SOCKREDIR_TRACE_TP_OBJECT");
+    const auto reqs = kernel_requirements(ebpf::open_object(base::read_file_bytes(path)));
+    const auto n = names(reqs);
+    CHECK(has(n, "kernel BTF (/sys/kernel/btf/vmlinux)"));
+    CHECK(has(n, "tp_btf program on sock_recv_length"));
+    // A tracing program cannot be loaded without a target: its type and helpers are asked with it, whole.
+    CHECK_FALSE(has(n, "program type tracing"));
+    for (const auto& r : reqs)
+        if (r.probe == Requirement::Probe::Tracing) {
+            CHECK(r.arg == BPF_TRACE_RAW_TP);
+            CHECK(r.target == "sock_recv_length");
+            CHECK(r.needs == std::vector<std::string>{"kernel BTF (/sys/kernel/btf/vmlinux)"});
+        }
+}
+
+TEST_CASE("what the kernel offers beyond the object is reported after the verdict and never changes it")
+{
+    ProbeReport r;
+    r.features.push_back({"program type sk_msg", FeatureState::Ok, {}, {}});
+    r.extras.push_back({"fexit program on sock_recvmsg", FeatureState::Missing,
+                        "BPF_PROG_LOAD: Operation not permitted", "this kernel refuses it"});
+    CHECK(can_run(r));
+    CHECK(verdict(r) == "sockredir can run here");
+    const auto text = format_report(r);
+    const auto verdict_at = text.find("verdict: sockredir can run here\n");
+    const auto beyond_at = text.find("beyond this object (not part of the verdict):\n");
+    REQUIRE(verdict_at != std::string::npos);
+    REQUIRE(beyond_at != std::string::npos);
+    CHECK(verdict_at < beyond_at);
+    CHECK(text.find("  fexit program on sock_recvmsg ") != std::string::npos);
+    CHECK(text.find("no: BPF_PROG_LOAD: Operation not permitted") != std::string::npos);
+    CHECK(text.find("MISSING") == std::string::npos);
 }

@@ -40,13 +40,15 @@ constexpr const char* kHintKernelBuild = "built with CONFIG_BPF_SYSCALL, CONFIG_
 constexpr const char* kHintBpf = "CONFIG_BPF_SYSCALL=y";
 constexpr const char* kHintCgroup2 = "CONFIG_CGROUPS=y";
 constexpr const char* kHintProc = "mount /proc";
-
+constexpr const char* kHintTracingPolicy =
+    "this kernel refuses it even with privileges (lockdown, an LSM or a hardened kernel); tp_btf may still load";
 
 // The names of the features other features need.
 constexpr const char* kBpfName = "bpf(2) system call";
 constexpr const char* kPrivilegesName = "privileges";
 constexpr const char* kBtfName = "BTF loading (BPF_BTF_LOAD)";
 constexpr const char* kLinkName = "cgroup BPF links (BPF_LINK_CREATE)";
+constexpr const char* kKernelBtfName = "kernel BTF (/sys/kernel/btf/vmlinux)";
 
 // --- features -------------------------------------------------------------------------------------------------------
 
@@ -87,16 +89,58 @@ Feature feature_of(std::string name, const ebpf::ProbeResult& p)
     if (p.ok())
         return ok(std::move(name));
     std::string detail;
-    if (p.call.empty())
+    if (p.call.empty() && !p.reason.empty())
+        detail = p.reason; // refused before any call: a missing kernel BTF, a target it lacks
+    else if (p.call.empty())
         detail = p.err == EOPNOTSUPP ? "this loader cannot probe it" : errno_text(p.err);
     else
         detail = p.call + ": " + errno_text(p.err) + (p.reason.empty() ? "" : " (" + p.reason + ")");
     return missing(std::move(name), std::move(detail), kernel_hint(p));
 }
 
-ebpf::ProbeResult ask(const Requirement& r)
+// The kernel's BTF, read once per report and only when a tracing probe needs it.
+class KernelBtf {
+public:
+    const elf::Btf* get()
+    {
+        if (!tried_) {
+            tried_ = true;
+            try {
+                btf_ = ebpf::read_kernel_btf();
+            } catch (const Error&) {
+            }
+        }
+        return btf_ ? &*btf_ : nullptr;
+    }
+
+private:
+    bool tried_ = false;
+    std::optional<elf::Btf> btf_;
+};
+
+const char* tracing_kind(uint32_t expected_attach_type)
+{
+    switch (expected_attach_type) {
+    case BPF_TRACE_RAW_TP:
+        return "tp_btf";
+    case BPF_TRACE_FENTRY:
+        return "fentry";
+    case BPF_TRACE_FEXIT:
+        return "fexit";
+    default:
+        return "tracing";
+    }
+}
+
+ebpf::ProbeResult ask(const Requirement& r, KernelBtf& kernel)
 {
     switch (r.probe) {
+    case Requirement::Probe::KernelBtf:
+        return ebpf::have_kernel_btf();
+    case Requirement::Probe::Tracing:
+        if (const elf::Btf* btf = kernel.get())
+            return ebpf::have_tracing(r.arg, r.target, *btf);
+        return ebpf::have_kernel_btf();
     case Requirement::Probe::ProgType:
         return ebpf::have_prog_type(r.type);
     case Requirement::Probe::MapType:
@@ -112,14 +156,19 @@ ebpf::ProbeResult ask(const Requirement& r)
 }
 
 // Probes `r` unless one of the features it needs, among those already probed, is not there.
-Feature run(const Requirement& r, const std::vector<Feature>& done)
+Feature run(const Requirement& r, const std::vector<Feature>& done, KernelBtf& kernel)
 {
     for (const auto& need : r.needs) {
         const auto f = std::find_if(done.begin(), done.end(), [&](const Feature& d) { return d.name == need; });
         if (f == done.end() || f->state != FeatureState::Ok)
             return not_probed(r.name, need);
     }
-    return feature_of(r.name, ask(r));
+    const auto p = ask(r, kernel);
+    auto f = feature_of(r.name, p);
+    // Privileges were checked first: an EPERM here is the kernel's policy on tracing (kernel-notes section 6).
+    if (r.probe == Requirement::Probe::Tracing && !p.ok() && p.err == EPERM)
+        f.hint = kHintTracingPolicy;
+    return f;
 }
 
 std::string program_type_name(uint32_t type)
@@ -182,20 +231,22 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
         out.push_back(std::move(r));
     };
     std::vector<uint32_t> prog_types;
+    // A tracing program is probed whole, on its target (below): its type and helpers cannot be asked without one.
     for (const auto& p : spec.programs)
-        if (std::find(prog_types.begin(), prog_types.end(), p.type) == prog_types.end())
+        if (p.type != BPF_PROG_TYPE_TRACING &&
+            std::find(prog_types.begin(), prog_types.end(), p.type) == prog_types.end())
             prog_types.push_back(p.type);
 
     for (auto type : prog_types)
-        add({program_type_name(type), Requirement::Probe::ProgType, type, 0, {}});
+        add({program_type_name(type), Requirement::Probe::ProgType, type, 0, {}, {}});
     const bool btf = std::any_of(spec.maps.begin(), spec.maps.end(), [](const auto& m) { return m.needs_btf; });
     if (btf)
-        add({kBtfName, Requirement::Probe::BtfLoad, 0, 0, {}});
+        add({kBtfName, Requirement::Probe::BtfLoad, 0, 0, {}, {}});
     for (const auto& m : spec.maps) {
         std::vector<std::string> needs;
         if (m.needs_btf)
             needs.push_back(kBtfName);
-        add({"map type " + ebpf::map_type_label(m.type), Requirement::Probe::MapType, m.type, 0, std::move(needs)});
+        add({"map type " + ebpf::map_type_label(m.type), Requirement::Probe::MapType, m.type, 0, std::move(needs), {}});
     }
     // Each helper in each program type that calls it: a kernel may offer a helper to one type and not another.
     for (auto type : prog_types) {
@@ -211,7 +262,20 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
                  Requirement::Probe::Helper,
                  type,
                  id,
-                 {program_type_name(type)}});
+                 {program_type_name(type)},
+                 {}});
+    }
+    // Tracing programs attach by kernel BTF id: the kernel's BTF, then each kind on its target.
+    for (const auto& p : spec.programs) {
+        if (p.type != BPF_PROG_TYPE_TRACING)
+            continue;
+        add({kKernelBtfName, Requirement::Probe::KernelBtf, 0, 0, {}, {}});
+        add({std::string(tracing_kind(p.expected_attach_type)) + " program on " + p.attach_to,
+             Requirement::Probe::Tracing,
+             p.type,
+             p.expected_attach_type,
+             {kKernelBtfName},
+             p.attach_to});
     }
     // attach links the sock_ops program to the cgroup (attach.cpp); an object without it is probed with the
     // generic cgroup program, and attach refuses the object by the contract.
@@ -220,9 +284,10 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
              Requirement::Probe::CgroupLink,
              linked->type,
              linked->attach_type,
-             {program_type_name(linked->type)}});
+             {program_type_name(linked->type)},
+             {}});
     else
-        add({kLinkName, Requirement::Probe::CgroupLink, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, {}});
+        add({kLinkName, Requirement::Probe::CgroupLink, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, {}, {}});
     return out;
 }
 
@@ -284,10 +349,37 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
             f.push_back(ok(kPrivilegesName, privileges.root ? "root" : "capabilities present"));
         }
     }
+    KernelBtf kernel;
     for (const auto& r : requirements)
-        f.push_back(blocked ? not_probed(r.name, *blocked) : run(r, f));
+        f.push_back(blocked ? not_probed(r.name, *blocked) : run(r, f, kernel));
     f.push_back(cgroup2_feature());
     f.push_back(bpffs_feature());
+
+    // Beyond the object: which tracing programs this kernel allows on the receive path, where per-connection state
+    // will be kept (kernel-notes sections 5 and 6). Some kernels load tp_btf and refuse fentry/fexit.
+    const std::vector<Requirement> extras = {
+        {kKernelBtfName, Requirement::Probe::KernelBtf, 0, 0, {}, {}},
+        {"tp_btf program on sock_recv_length",
+         Requirement::Probe::Tracing,
+         BPF_PROG_TYPE_TRACING,
+         BPF_TRACE_RAW_TP,
+         {kKernelBtfName},
+         "sock_recv_length"},
+        {"fentry program on sock_recvmsg",
+         Requirement::Probe::Tracing,
+         BPF_PROG_TYPE_TRACING,
+         BPF_TRACE_FENTRY,
+         {kKernelBtfName},
+         "sock_recvmsg"},
+        {"fexit program on sock_recvmsg",
+         Requirement::Probe::Tracing,
+         BPF_PROG_TYPE_TRACING,
+         BPF_TRACE_FEXIT,
+         {kKernelBtfName},
+         "sock_recvmsg"},
+    };
+    for (const auto& r : extras)
+        report.extras.push_back(blocked ? not_probed(r.name, *blocked) : run(r, report.extras, kernel));
     return report;
 }
 
@@ -349,23 +441,36 @@ std::string verdict(const ProbeReport& report)
     return "sockredir cannot run here: missing " + names + (joined.empty() ? "" : " (" + joined + ")");
 }
 
+namespace {
+
+std::string format_line(const Feature& f, const char* missing_word)
+{
+    const char* state = f.state == FeatureState::Ok ? "ok" : f.state == FeatureState::Missing ? missing_word : "-";
+    std::string line = f.name;
+    line.resize(std::max<size_t>(line.size() + 1, 44), ' ');
+    line += state;
+    if (f.state == FeatureState::NotProbed)
+        line += " not probed: " + f.detail;
+    else if (!f.detail.empty())
+        line += ": " + f.detail;
+    return line + "\n";
+}
+
+} // namespace
+
 std::string format_report(const ProbeReport& report)
 {
     std::string out;
     if (!report.kernel.empty())
         out += "kernel: " + report.kernel + "\n";
-    for (const auto& f : report.features) {
-        const char* state = f.state == FeatureState::Ok ? "ok" : f.state == FeatureState::Missing ? "MISSING" : "-";
-        std::string line = f.name;
-        line.resize(std::max<size_t>(line.size() + 1, 44), ' ');
-        line += state;
-        if (f.state == FeatureState::NotProbed)
-            line += " not probed: " + f.detail;
-        else if (!f.detail.empty())
-            line += ": " + f.detail;
-        out += line + "\n";
-    }
+    for (const auto& f : report.features)
+        out += format_line(f, "MISSING");
     out += "verdict: " + verdict(report) + "\n";
+    if (!report.extras.empty()) {
+        out += "beyond this object (not part of the verdict):\n";
+        for (const auto& f : report.extras)
+            out += "  " + format_line(f, "no");
+    }
     return out;
 }
 

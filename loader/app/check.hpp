@@ -31,21 +31,26 @@ struct Feature {
 struct ProbeReport {
     std::string kernel; // uname release, for the reader
     std::vector<Feature> features;
+    // What the kernel offers beyond what the object needs, for the features that will (tracing programs on the
+    // receive path): reported, never part of the verdict.
+    std::vector<Feature> extras;
 };
 
 // One kernel feature the object needs, with the features (by name) that must be there before it can be asked.
 struct Requirement {
-    enum class Probe { ProgType, MapType, Helper, BtfLoad, CgroupLink };
+    enum class Probe { ProgType, MapType, Helper, BtfLoad, CgroupLink, KernelBtf, Tracing };
     std::string name; // the report's line: "helper bpf_get_netns_cookie in sk_msg"
     Probe probe = Probe::ProgType;
     uint32_t type = 0; // the program type (ProgType, Helper, CgroupLink) or map type (MapType)
-    uint32_t arg = 0;  // the helper id (Helper) or the attach type (CgroupLink)
+    uint32_t arg = 0;  // the helper id (Helper), the attach type (CgroupLink) or expected attach type (Tracing)
     std::vector<std::string> needs;
+    std::string target = {}; // Tracing: the function or tracepoint it attaches to
 };
 
 // What the object asks of the kernel, in report order: each program type, BTF loading when a map needs BTF, each
 // map type, each helper called (BPF_JMP | BPF_CALL with src_reg 0) in each program type that calls it, and cgroup
-// links for the program attach links to the cgroup. Nothing here is written by hand: a new helper call in bpf/ is a
+// links for the program attach links to the cgroup, and for each tracing program the kernel's BTF and that program
+// on its target. Nothing here is written by hand: a new helper call in bpf/ is a
 // new requirement.
 std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec);
 

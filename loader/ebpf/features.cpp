@@ -19,6 +19,9 @@ constexpr const char* kLicense = "Dual MIT/GPL";
 // The releases of what the tables of types.hpp do not cover.
 constexpr const char* kSinceCgroupLink = "5.7";
 constexpr const char* kSinceBtf = "4.18";
+constexpr const char* kSinceKernelBtf = "5.4";
+constexpr const char* kSinceTpBtf = "5.5";
+constexpr const char* kSinceFentry = "5.5";
 
 ProbeResult ok(const char* since)
 {
@@ -186,6 +189,50 @@ std::string verifier_reason(std::string_view log)
             reason = line;
     }
     return reason;
+}
+
+} // namespace sockredir::ebpf
+
+namespace sockredir::ebpf {
+
+ProbeResult have_kernel_btf(const std::string& path)
+{
+    try {
+        (void)read_kernel_btf(path);
+        return ok(kSinceKernelBtf);
+    } catch (const Error& e) {
+        ProbeResult r = missing(e, kSinceKernelBtf);
+        r.reason = e.what();
+        return r;
+    }
+}
+
+ProbeResult have_tracing(uint32_t expected_attach_type, const std::string& target, const elf::Btf& kernel)
+{
+    const char* since = expected_attach_type == BPF_TRACE_RAW_TP ? kSinceTpBtf : kSinceFentry;
+    uint32_t id = 0;
+    try {
+        id = attach_btf_id(kernel, expected_attach_type, target);
+    } catch (const Error& e) {
+        ProbeResult r;
+        r.reason = e.what();
+        r.since = since;
+        return r;
+    }
+    sys::ProgLoadArgs args;
+    args.type = BPF_PROG_TYPE_TRACING;
+    args.expected_attach_type = expected_attach_type;
+    const auto insns = insn::program(insn::mov_imm(0, 0), insn::exit_insn());
+    args.insns = insns;
+    args.license = kLicense;
+    args.name = kProbeObjectName;
+    args.attach_btf_id = id;
+    try {
+        load_with_log(std::move(args));
+        return ok(since);
+    } catch (const Error& e) {
+        return missing(e, since);
+    }
 }
 
 } // namespace sockredir::ebpf

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "loader/ebpf/btf.hpp"
+
 namespace sockredir::ebpf {
 
 // The name of every program and map the probes create, so that a test can tell them from others.
@@ -51,6 +53,13 @@ ProbeResult have_cgroup_link(uint32_t prog_type = BPF_PROG_TYPE_CGROUP_SKB,
                              uint32_t attach_type = BPF_CGROUP_INET_INGRESS);
 // BPF_BTF_LOAD of the minimal BTF blob (btf.hpp).
 ProbeResult have_btf_load();
+// The kernel's own BTF (/sys/kernel/btf/vmlinux), which tracing programs and CO-RE need: there and parseable.
+ProbeResult have_kernel_btf(const std::string& path = kKernelBtfPath);
+// Loads `r0 = 0; exit` as a BPF_PROG_TYPE_TRACING program of `expected_attach_type` (BPF_TRACE_RAW_TP for tp_btf,
+// BPF_TRACE_FENTRY, BPF_TRACE_FEXIT) aimed at `target` in `kernel` (attach_btf_id). Some kernels refuse fentry and
+// fexit with EPERM before the verifier runs while they load tp_btf (kernel-notes section 6): each is asked apart.
+// A target the kernel's BTF lacks is Missing with the lookup's words in `reason` and no call.
+ProbeResult have_tracing(uint32_t expected_attach_type, const std::string& target, const elf::Btf& kernel);
 
 // The verifier's reason in a verifier log ("unknown func bpf_..."): its last line that is not one of the
 // statistics some kernels append even to a rejection ("processed 1 insns ...", "verification time ...").

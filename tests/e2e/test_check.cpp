@@ -1,7 +1,9 @@
 // `sockredir-min check` on the real kernel: every feature found, nothing left behind; refusals in check's words.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <thread>
@@ -79,7 +81,10 @@ TEST_CASE("check on this kernel finds every feature, says it can run and exits 0
     const auto lines = split_lines(r.out);
     REQUIRE(lines.size() >= 10);
     CHECK(lines.front().rfind("kernel: Linux ", 0) == 0);
-    CHECK(lines.back() == "verdict: sockredir can run here");
+    // The verdict closes what the object needs; what the kernel offers beyond it follows.
+    const auto verdict_at = std::find(lines.begin(), lines.end(), "verdict: sockredir can run here");
+    REQUIRE(verdict_at != lines.end());
+    const size_t verdict_line = static_cast<size_t>(verdict_at - lines.begin());
     // Every feature the issue names has its line, and every line between says ok.
     for (const char* feature :
          {"bpf(2) system call", "privileges", "program type sock_ops", "program type sk_msg", "map type sockhash",
@@ -94,11 +99,44 @@ TEST_CASE("check on this kernel finds every feature, says it can run and exits 0
             found = found || l.rfind(std::string(feature) + " ", 0) == 0;
         CHECK(found);
     }
-    for (size_t i = 1; i + 1 < lines.size(); ++i) {
+    for (size_t i = 1; i < verdict_line; ++i) {
         CAPTURE(lines[i]);
         CHECK(lines[i].find(" ok") != std::string::npos);
         CHECK(lines[i].find("MISSING") == std::string::npos);
     }
+}
+
+TEST_CASE("check says which tracing programs this kernel allows, as loading real ones finds")
+{
+    E2E_REQUIRE_KERNEL();
+    const auto r = run_bin({"check"});
+    INFO("stdout [" << r.out << "]");
+    REQUIRE(r.exit_code == 0);
+    const auto lines = split_lines(r.out);
+    const auto beyond = std::find(lines.begin(), lines.end(), "beyond this object (not part of the verdict):");
+    REQUIRE(beyond != lines.end());
+    // Each extra line of check against the real tracing object of that kind: check --object loads the object's
+    // requirements, so its exit code says whether such a program loads here.
+    const std::pair<const char*, const char*> kinds[] = {
+        {"  tp_btf program on sock_recv_length ", "SOCKREDIR_TRACE_TP_OBJECT"},
+        {"  fexit program on sock_recvmsg ", "SOCKREDIR_TRACE_FEXIT_OBJECT"},
+    };
+    for (const auto& [line_start, object_env] : kinds) {
+        CAPTURE(line_start);
+        const auto line =
+            std::find_if(beyond, lines.end(), [&](const std::string& l) { return l.rfind(line_start, 0) == 0; });
+        REQUIRE(line != lines.end());
+        const bool says_ok = line->find(" ok") != std::string::npos;
+        CHECK((says_ok || line->find(" no: ") != std::string::npos));
+        const char* object = std::getenv(object_env);
+        REQUIRE(object != nullptr);
+        const auto with_object = run_bin({"check", "--object", object});
+        INFO("check --object: " << with_object.out << with_object.err);
+        CHECK((with_object.exit_code == 0) == says_ok);
+    }
+    const auto fentry = std::find_if(
+        beyond, lines.end(), [](const std::string& l) { return l.rfind("  fentry program on sock_recvmsg ", 0) == 0; });
+    CHECK(fentry != lines.end());
 }
 
 TEST_CASE("check mounts nothing and leaves no program or map behind")
