@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "elf/reader.hpp"
 #include "loader/app/contract.hpp"
 #include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
 #include "tests/btf_builder.hpp"
 #include "tests/elf_builder.hpp"
 #include "tests/fuzz/btf_harness.hpp"
@@ -27,15 +29,24 @@ using namespace sockredir::test;
 
 namespace {
 
-Bytes file_bytes(const std::filesystem::path& path)
+// Each regular file of `subs` (below $SOCKREDIR_FUZZ_DIR) through `check`; at least one file must be there.
+void replay(std::initializer_list<const char*> subs, const std::function<void(const Bytes&)>& check)
 {
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE_MESSAGE(in, "cannot open " << path);
-    const std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    Bytes out(chars.size());
-    if (!chars.empty())
-        std::memcpy(out.data(), chars.data(), chars.size());
-    return out;
+    const char* dir = std::getenv("SOCKREDIR_FUZZ_DIR");
+    REQUIRE_MESSAGE((dir != nullptr && *dir != '\0'), "SOCKREDIR_FUZZ_DIR must name tests/fuzz (meson test sets it)");
+    size_t count = 0;
+    for (const char* sub : subs) {
+        const auto path = std::filesystem::path(dir) / sub;
+        REQUIRE_MESSAGE(std::filesystem::is_directory(path), path << " is not a directory");
+        for (const auto& entry : std::filesystem::directory_iterator(path)) {
+            if (!entry.is_regular_file())
+                continue;
+            CAPTURE(entry.path().string());
+            check(base::read_file_bytes(entry.path().string()));
+            ++count;
+        }
+    }
+    CHECK(count > 0);
 }
 
 // What the fuzz target checks: an input either plans or is refused with sockredir::base::Error; nothing else escapes.
@@ -196,41 +207,10 @@ TEST_CASE("a CO-RE relocation kind far outside enum bpf_core_relo_kind is refuse
 
 TEST_CASE("every input of the fuzz corpus and of the fuzz regressions plans or is refused with sockredir::base::Error")
 {
-    const char* dir = std::getenv("SOCKREDIR_FUZZ_DIR");
-    REQUIRE_MESSAGE((dir != nullptr && *dir != '\0'), "SOCKREDIR_FUZZ_DIR must name tests/fuzz (meson test sets it)");
-    size_t count = 0;
-    for (const char* sub : {"corpus", "regressions"}) {
-        const auto path = std::filesystem::path(dir) / sub;
-        REQUIRE_MESSAGE(std::filesystem::is_directory(path), path << " is not a directory");
-        for (const auto& entry : std::filesystem::directory_iterator(path)) {
-            if (!entry.is_regular_file())
-                continue;
-            CAPTURE(entry.path().string());
-            CHECK(plans_or_refuses(file_bytes(entry.path())));
-            ++count;
-        }
-    }
-    CHECK(count > 0);
+    replay({"corpus", "regressions"}, [](const Bytes& bytes) { CHECK(plans_or_refuses(bytes)); });
 }
 
 TEST_CASE("every input of the BTF fuzz corpus and regressions keeps elf/btf's promises or is refused with one line")
 {
-    const char* dir = std::getenv("SOCKREDIR_FUZZ_DIR");
-    if (dir == nullptr || *dir == '\0') {
-        MESSAGE("SOCKREDIR_FUZZ_DIR is not set (meson sets it to tests/fuzz); nothing to replay");
-        return;
-    }
-    size_t count = 0;
-    for (const char* sub : {"btf/corpus", "btf/regressions"}) {
-        const auto path = std::filesystem::path(dir) / sub;
-        REQUIRE_MESSAGE(std::filesystem::is_directory(path), path << " is not a directory");
-        for (const auto& entry : std::filesystem::directory_iterator(path)) {
-            if (!entry.is_regular_file())
-                continue;
-            CAPTURE(entry.path().string());
-            CHECK(check_btf_fuzz_input(file_bytes(entry.path())) == "");
-            ++count;
-        }
-    }
-    CHECK(count > 0);
+    replay({"btf/corpus", "btf/regressions"}, [](const Bytes& bytes) { CHECK(check_btf_fuzz_input(bytes) == ""); });
 }

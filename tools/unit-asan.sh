@@ -37,13 +37,15 @@ all_targets="$(ninja -C "$dir" -t targets all 2>/dev/null || true)"
 if grep -q '^sockredir-elf-oracle:' <<<"$all_targets"; then
     targets+=(sockredir-elf-oracle)
 fi
-ninja -C "$dir" "${targets[@]}" sockredir.bpf.o verifier_reject.bpf.o btf_maps.bpf.o
+ninja -C "$dir" "${targets[@]}" sockredir.bpf.o verifier_reject.bpf.o btf_maps.bpf.o trace_tp.bpf.o trace_fexit.bpf.o
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 export SOCKREDIR_BPF_OBJECT="$root/$dir/sockredir.bpf.o"
 export SOCKREDIR_REJECT_OBJECT="$root/$dir/verifier_reject.bpf.o"
 export SOCKREDIR_BTF_OBJECT="$root/$dir/btf_maps.bpf.o"
+export SOCKREDIR_TRACE_TP_OBJECT="$root/$dir/trace_tp.bpf.o"
+export SOCKREDIR_TRACE_FEXIT_OBJECT="$root/$dir/trace_fexit.bpf.o"
 export SOCKREDIR_FUZZ_DIR="$root/tests/fuzz"
 
 summary='^\[doctest\] test cases: *([0-9]+) *\| *([0-9]+) passed *\| *([0-9]+) failed *\| *([0-9]+) skipped'
