@@ -283,10 +283,24 @@ FieldValue field_value(const Btf& btf, const Spec& s, uint32_t kind, const std::
     }
 }
 
-// Target types of the same kind and essential name as the local root.
+// The root type as its name is matched: past modifiers, which have no name, but not past a typedef, whose name is
+// the one the program wrote (bpf_core_type_size(u32), a typedef'd anonymous struct), as libbpf matches it.
+uint32_t named_root(const Btf& btf, uint32_t id)
+{
+    for (int depth = 0; depth < 32; ++depth) {
+        const uint32_t kind = btf.type(id).kind;
+        if (kind != BTF_KIND_CONST && kind != BTF_KIND_VOLATILE && kind != BTF_KIND_RESTRICT &&
+            kind != BTF_KIND_TYPE_TAG)
+            break;
+        id = btf.type(id).size_or_type;
+    }
+    return id;
+}
+
+// Target types of the same kind and essential name as the local root (a typedef's candidates are typedefs).
 std::vector<uint32_t> candidates(const Btf& local, uint32_t local_root, const Btf& target)
 {
-    const uint32_t lid = local.resolve(local_root);
+    const uint32_t lid = named_root(local, local_root);
     const BtfType& lt = local.type(lid);
     const auto name = essential(local.name(lid));
     std::vector<uint32_t> out;
@@ -309,7 +323,7 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
     const auto what = describe(local, relo);
     CoreResolution r;
     const uint32_t lid = local.resolve(relo.type_id);
-    if (local.name(lid).empty() && !(relo.kind == BPF_CORE_TYPE_ID_LOCAL))
+    if (local.name(named_root(local, relo.type_id)).empty() && !(relo.kind == BPF_CORE_TYPE_ID_LOCAL))
         throw Error(what + ": the root type has no name to match in the kernel's BTF");
     std::optional<uint64_t> agreed;
     auto agree = [&](uint64_t value, uint32_t id, const std::string& where) {
@@ -361,7 +375,9 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
         const auto name = local.string(lv.name_off);
         r.local_value = relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : lv.value;
         for (uint32_t c : candidates(local, relo.type_id, target)) {
-            const BtfType& t = target.type(c);
+            const BtfType& t = target.type(target.resolve(c));
+            if (!is_enum(t))
+                continue;
             for (const auto& v : t.enum_values)
                 if (target.string(v.name_off) == name)
                     agree(relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : v.value, c, target.label(c));

@@ -628,6 +628,40 @@ TEST_CASE("type relocations: the kernel's size and id of a type, and whether it 
     CHECK(local_id.value == Local::kSocket);
 }
 
+TEST_CASE("a typedef'd root type is matched by the typedef's name, as libbpf matches it")
+{
+    // bpf_core_type_size(u32): the kernel's u32, not its unsigned int.
+    BtfBuilder lb;
+    const auto li32 = lb.add_int("unsigned int", 4, 0, 32);
+    const auto td = lb.add_typedef("u32", li32);
+    const Btf tlocal = parse_btf(lb.build(), "local");
+    BtfBuilder kb;
+    kb.add_typedef("u32", kb.add_int("unsigned long", 8, 0, 64));
+    const Btf tkernel = parse_btf(kb.build(), "kernel");
+    const auto tsize = resolve_core_relocation(tlocal, relo(td, "0", BPF_CORE_TYPE_SIZE), tkernel);
+    CHECK(tsize.local_value == 4);
+    CHECK(tsize.value == 8);
+
+    // typedef struct { int x; int y; } pair_t: the struct has no name, the typedef does.
+    BtfBuilder pb;
+    const auto pi = pb.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto pair = pb.add_typedef("pair_t", pb.add_struct("", 8, {{"x", pi, 0}, {"y", pi, 32}}));
+    const Btf plocal = parse_btf(pb.build(), "local");
+    BtfBuilder pk;
+    const auto ki = pk.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto kl = pk.add_int("long", 8, BTF_INT_SIGNED, 64);
+    pk.add_struct("", 4, {{"y", ki, 0}}); // another anonymous struct with a y: no candidate, it has no name
+    const auto kpair = pk.add_typedef("pair_t", pk.add_struct("", 16, {{"pad", kl, 0}, {"y", ki, 64}}));
+    const Btf pkernel = parse_btf(pk.build(), "kernel");
+    const auto y = resolve_core_relocation(plocal, relo(pair, "0:1", BPF_CORE_FIELD_BYTE_OFFSET), pkernel);
+    CHECK(y.exists);
+    CHECK(y.local_value == 4);
+    CHECK(y.value == 8);
+    CHECK(y.target_type == kpair);
+    CHECK(resolve_core_relocation(plocal, relo(pair, "0", BPF_CORE_TYPE_EXISTS), pkernel).exists);
+    CHECK(resolve_core_relocation(plocal, relo(pair, "0", BPF_CORE_TYPE_SIZE), pkernel).value == 16);
+}
+
 // --- refusals: the local spec --------------------------------------------------------------------------------------
 
 TEST_CASE("a malformed local access string is refused, naming the relocation and what is wrong")
