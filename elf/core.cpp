@@ -372,14 +372,16 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
         if (!is_enum(lt) || relo.accessors.size() != 1 || relo.accessors[0] >= lt.enum_values.size())
             throw Error(what + ": not an enumerator of an enum");
         const auto& lv = lt.enum_values[relo.accessors[0]];
-        const auto name = local.string(lv.name_off);
+        // Enumerators have flavours too (enum cgroup_subsys_id___local { memory_cgrp_id___local }, as libbpf's
+        // CO-RE guide writes a local copy of a kernel enum): matched by essential name.
+        const auto name = essential(local.string(lv.name_off));
         r.local_value = relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : lv.value;
         for (uint32_t c : candidates(local, relo.type_id, target)) {
             const BtfType& t = target.type(target.resolve(c));
             if (!is_enum(t))
                 continue;
             for (const auto& v : t.enum_values)
-                if (target.string(v.name_off) == name)
+                if (essential(target.string(v.name_off)) == name)
                     agree(relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : v.value, c, target.label(c));
         }
     } else {

@@ -593,6 +593,25 @@ TEST_CASE("an enum the kernel made ENUM64 gives its 64-bit value to the ld_imm64
           "program 'p': CO-RE relocation enumval_value at instruction 0: value 4294967303 does not fit an immediate");
 }
 
+TEST_CASE("a flavoured local enum and its flavoured enumerators match the kernel's by essential name")
+{
+    // enum cgroup_subsys_id___local { memory_cgrp_id___local = 123 }: libbpf's way of naming a kernel enumerator
+    // whose value differs between kernels.
+    BtfBuilder b;
+    const auto e = b.add_enum("cgroup_subsys_id___local", 4, {{"memory_cgrp_id___local", 123}});
+    const Btf local = parse_btf(b.build(), "local");
+    BtfBuilder kb;
+    kb.add_enum("cgroup_subsys_id", 4, {{"cpuset_cgrp_id", 0}, {"cpu_cgrp_id", 1}, {"memory_cgrp_id", 4}});
+    const Btf kernel = parse_btf(kb.build(), "kernel");
+    const auto value = relo(e, "0", BPF_CORE_ENUMVAL_VALUE);
+    const auto res = resolve_core_relocation(local, value, kernel);
+    CHECK(res.exists);
+    CHECK(res.local_value == 123);
+    CHECK(res.value == 4);
+    CHECK(patched(program({insn::mov_imm(BPF_REG_0, 123)}), 0, local, value, kernel)[0].imm == 4);
+    CHECK(resolve_core_relocation(local, relo(e, "0", BPF_CORE_ENUMVAL_EXISTS), kernel).value == 1);
+}
+
 // --- types ---------------------------------------------------------------------------------------------------------
 
 TEST_CASE("type relocations: the kernel's size and id of a type, and whether it has it")
