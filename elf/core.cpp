@@ -402,9 +402,11 @@ void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const Bt
     bpf_insn& insn = insns[index];
     const uint8_t cls = BPF_CLASS(insn.code);
     const bool ld_imm64 = insn.code == (BPF_LD | BPF_IMM | BPF_DW);
-    const bool exists_kind = relo.kind == BPF_CORE_FIELD_EXISTS || relo.kind == BPF_CORE_TYPE_EXISTS ||
-                             relo.kind == BPF_CORE_ENUMVAL_EXISTS || relo.kind == 12;
-    if (!res.exists && !exists_kind) {
+    // The *_EXISTS kinds say 0 of what is missing, and so does every type-based kind (bpf_core_calc_type_relo):
+    // bpf_core_type_size() and bpf_core_type_id_kernel() of a type the kernel lacks are 0, which a program tests.
+    const bool zero_when_missing =
+        relo.kind == BPF_CORE_FIELD_EXISTS || relo.kind == BPF_CORE_ENUMVAL_EXISTS || is_type_kind(relo.kind);
+    if (!res.exists && !zero_when_missing) {
         // Unreachable code may keep it; the verifier names it (unknown func #195896080) where it is reached.
         if (ld_imm64 && index + 1 < insns.size())
             insns[index + 1] = bpf_insn{BPF_JMP | BPF_JA, 0, 0, 0, 0};

@@ -14,7 +14,7 @@
 namespace sockredir::elf {
 
 // What one relocation resolved to: `exists` is false when no target type or field matched (the instruction is then
-// poisoned, except for the *_EXISTS kinds, which become 0).
+// poisoned, except for the *_EXISTS and the type-based kinds, which become 0, as libbpf makes them).
 struct CoreResolution {
     bool exists = false;
     uint64_t local_value = 0; // the value clang compiled in (the local BTF's answer)

@@ -681,6 +681,27 @@ TEST_CASE("a typedef'd root type is matched by the typedef's name, as libbpf mat
     CHECK(resolve_core_relocation(plocal, relo(pair, "0", BPF_CORE_TYPE_SIZE), pkernel).value == 16);
 }
 
+TEST_CASE("a type the kernel lacks has size 0 and kernel id 0, not a poisoned instruction")
+{
+    // u32 id = bpf_core_type_id_kernel(struct sock); if (id) ...: libbpf's bpf_core_calc_type_relo gives 0.
+    const Local local;
+    BtfBuilder b;
+    b.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const Btf kernel = parse_btf(b.build(), "kernel");
+    const auto size = relo(Local::kSock, "0", BPF_CORE_TYPE_SIZE);
+    CHECK_FALSE(resolve_core_relocation(local.btf, size, kernel).exists);
+    const auto out = patched(program({insn::mov_imm(BPF_REG_0, 8)}), 0, local.btf, size, kernel);
+    CHECK(out[0].code == (BPF_ALU64 | BPF_MOV | BPF_K));
+    CHECK(out[0].imm == 0);
+    auto insns = program({});
+    const auto li = insn::ld_imm64(BPF_REG_1, Local::kSock);
+    insns.insert(insns.begin(), li.begin(), li.end());
+    const auto id = patched(insns, 0, local.btf, relo(Local::kSock, "0", BPF_CORE_TYPE_ID_TARGET), kernel);
+    CHECK(id[0].code == (BPF_LD | BPF_IMM | BPF_DW));
+    CHECK(id[0].imm == 0);
+    CHECK(id[1].imm == 0);
+}
+
 // --- refusals: the local spec --------------------------------------------------------------------------------------
 
 TEST_CASE("a malformed local access string is refused, naming the relocation and what is wrong")
