@@ -297,6 +297,19 @@ uint32_t named_root(const Btf& btf, uint32_t id)
     return id;
 }
 
+// Whether a load or store of a field that changed size may change its width (libbpf bpf_core_calc_relo): a pointer
+// (read as an unsigned integer) or an unsigned integer keeps its value when zero-extended; a signed integer, an
+// enum or a struct does not.
+bool resizable(const Btf& local, uint32_t local_id, const Btf& target, uint32_t target_id)
+{
+    const BtfType& l = local.type(local.resolve(local_id));
+    const BtfType& t = target.type(target.resolve(target_id));
+    if (l.kind == BTF_KIND_PTR && t.kind == BTF_KIND_PTR)
+        return true;
+    return l.kind == BTF_KIND_INT && t.kind == BTF_KIND_INT && (l.int_encoding() & BTF_INT_SIGNED) == 0 &&
+           (t.int_encoding() & BTF_INT_SIGNED) == 0;
+}
+
 // Target types of the same kind and essential name as the local root (a typedef's candidates are typedefs).
 std::vector<uint32_t> candidates(const Btf& local, uint32_t local_root, const Btf& target)
 {
@@ -344,8 +357,12 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
                 continue;
             const FieldValue tv = field_value(target, *ts, relo.kind, what);
             agree(tv.value, c, target.label(c));
-            if (relo.kind == BPF_CORE_FIELD_BYTE_OFFSET && lv.field_size != 0 && tv.field_size != lv.field_size)
-                r.load_size = tv.field_size;
+            if (relo.kind == BPF_CORE_FIELD_BYTE_OFFSET && tv.field_size != lv.field_size) {
+                if (resizable(local, ls.field_type, target, ts->field_type) && lv.field_size != 0 && tv.field_size != 0)
+                    r.load_size = tv.field_size;
+                else
+                    r.unsafe_resize = true;
+            }
         }
     } else if (is_type_kind(relo.kind)) {
         if (relo.accessors.size() != 1 || relo.accessors[0] != 0)
@@ -406,11 +423,14 @@ void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const Bt
     // bpf_core_type_size() and bpf_core_type_id_kernel() of a type the kernel lacks are 0, which a program tests.
     const bool zero_when_missing =
         relo.kind == BPF_CORE_FIELD_EXISTS || relo.kind == BPF_CORE_ENUMVAL_EXISTS || is_type_kind(relo.kind);
-    if (!res.exists && !zero_when_missing) {
-        // Unreachable code may keep it; the verifier names it (unknown func #195896080) where it is reached.
+    // Unreachable code may keep it; the verifier names it (unknown func #195896080) where it is reached.
+    const auto poison = [&] {
         if (ld_imm64 && index + 1 < insns.size())
             insns[index + 1] = bpf_insn{BPF_JMP | BPF_JA, 0, 0, 0, 0};
         insn = bpf_insn{BPF_JMP | BPF_CALL, 0, 0, 0, kCorePoisonImm};
+    };
+    if (!res.exists && !zero_when_missing) {
+        poison();
         return;
     }
     const uint64_t value = res.exists ? res.value : 0;
@@ -429,8 +449,13 @@ void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const Bt
                         std::to_string(res.local_value));
         if (value > static_cast<uint64_t>(std::numeric_limits<int16_t>::max()))
             throw Error(what + ": offset " + std::to_string(value) + " does not fit a load or store");
+        if (res.unsafe_resize) {
+            // A wider or narrower access would read or write another value (a sign lost, half a struct).
+            poison();
+            return;
+        }
         insn.off = static_cast<int16_t>(value);
-        if (res.load_size != 0 && cls == BPF_LDX) {
+        if (res.load_size != 0) {
             uint8_t size = 0;
             switch (res.load_size) {
             case 1:
@@ -476,8 +501,10 @@ CoreStats apply_core_relocations(std::vector<bpf_insn>& insns, std::span<const B
         if (relo.insn_off < program_offset || relo.insn_off >= end)
             continue;
         const auto res = resolve_core_relocation(local, relo, target);
-        patch_core_instruction(insns, (relo.insn_off - program_offset) / sizeof(bpf_insn), relo, res, program);
-        ++(res.exists ? stats.resolved : stats.poisoned);
+        const size_t index = (relo.insn_off - program_offset) / sizeof(bpf_insn);
+        patch_core_instruction(insns, index, relo, res, program);
+        const bool poisoned = insns[index].code == (BPF_JMP | BPF_CALL) && insns[index].imm == kCorePoisonImm;
+        ++(res.exists && !poisoned ? stats.resolved : stats.poisoned);
     }
     return stats;
 }

@@ -286,6 +286,54 @@ TEST_CASE("a field of the same name but an incompatible type does not match")
               .exists);
 }
 
+TEST_CASE("a signed or non-integer field that changed size poisons its load; an unsigned one's store is resized")
+{
+    // struct task { int prio; long nr; struct sock *sk; } locally; the kernel's prio a long, nr an int, sk a ptr.
+    BtfBuilder lb;
+    const auto li = lb.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto ll = lb.add_int("long", 8, BTF_INT_SIGNED, 64);
+    const auto lu = lb.add_int("unsigned int", 4, 0, 32);
+    const auto lsock = lb.add_struct("sock", 4, {{"x", li, 0}});
+    const auto ltask = lb.add_struct(
+        "task", 24,
+        {{"prio", li, 0}, {"nr", ll, 64}, {"cnt", lu, 128}, {"sk", lb.add_ptr(lsock), 192}, {"s", lsock, 160}});
+    const Btf local = parse_btf(lb.build(), "local");
+    BtfBuilder kb;
+    const auto ki = kb.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto kl = kb.add_int("long", 8, BTF_INT_SIGNED, 64);
+    const auto kul = kb.add_int("unsigned long", 8, 0, 64);
+    const auto ksock = kb.add_struct("sock", 8, {{"x", ki, 0}, {"y", ki, 32}});
+    kb.add_struct(
+        "task", 48,
+        {{"prio", kl, 0}, {"nr", ki, 64}, {"cnt", kul, 128}, {"sk", kb.add_ptr(ksock), 192}, {"s", ksock, 256}});
+    const Btf kernel = parse_btf(kb.build(), "kernel");
+
+    const auto prio = relo(ltask, "0:0", BPF_CORE_FIELD_BYTE_OFFSET);
+    CHECK(resolve_core_relocation(local, prio, kernel).unsafe_resize);
+    CHECK(is_poison(patched(program({load(BPF_W, 0)}), 0, local, prio, kernel)[0]));
+    // s64 -> s32: a zero-extending 4-byte load would turn -1 into 4294967295.
+    CHECK(is_poison(
+        patched(program({load(BPF_DW, 8)}), 0, local, relo(ltask, "0:1", BPF_CORE_FIELD_BYTE_OFFSET), kernel)[0]));
+    // A struct read whole (its address taken as an offset) is no load: the ALU offset is patched.
+    const auto s = relo(ltask, "0:4", BPF_CORE_FIELD_BYTE_OFFSET);
+    CHECK(patched(program({insn::add_imm(BPF_REG_1, 20)}), 0, local, s, kernel)[0].imm == 32);
+    // An unsigned store follows the field's size, as a load does.
+    const auto cnt = relo(ltask, "0:2", BPF_CORE_FIELD_BYTE_OFFSET);
+    const auto out = patched(program({insn::stx_mem(BPF_W, BPF_REG_1, BPF_REG_2, 16)}), 0, local, cnt, kernel);
+    CHECK(out[0].code == (BPF_STX | BPF_MEM | BPF_DW));
+    CHECK(out[0].off == 16);
+    // A pointer of the same size is read as it was.
+    const auto sk = relo(ltask, "0:3", BPF_CORE_FIELD_BYTE_OFFSET);
+    CHECK(patched(program({load(BPF_DW, 24)}), 0, local, sk, kernel)[0].code == (BPF_LDX | BPF_MEM | BPF_DW));
+
+    auto insns = program({load(BPF_W, 0), load(BPF_DW, 24)});
+    const std::vector<BtfCoreRelo> relos{relo(ltask, "0:0", BPF_CORE_FIELD_BYTE_OFFSET, 0),
+                                         relo(ltask, "0:3", BPF_CORE_FIELD_BYTE_OFFSET, 8)};
+    const auto stats = apply_core_relocations(insns, relos, 0, local, kernel, "p");
+    CHECK(stats.resolved == 1);
+    CHECK(stats.poisoned == 1);
+}
+
 // --- bitfields -----------------------------------------------------------------------------------------------------
 
 namespace {
