@@ -98,7 +98,7 @@ Feature feature_of(std::string name, const ebpf::ProbeResult& p)
     return missing(std::move(name), std::move(detail), kernel_hint(p));
 }
 
-// The kernel's BTF, read once per report and only when a tracing probe needs it.
+// The kernel's BTF, read once per report and only when a probe needs it (5 MB to read and parse).
 class KernelBtf {
 public:
     const elf::Btf* get()
@@ -107,15 +107,32 @@ public:
             tried_ = true;
             try {
                 btf_ = ebpf::read_kernel_btf();
-            } catch (const Error&) {
+            } catch (const Error& e) {
+                error_ = e.what();
+                err_ = e.code();
             }
         }
         return btf_ ? &*btf_ : nullptr;
+    }
+    // As ebpf::have_kernel_btf would say, from the one read.
+    ebpf::ProbeResult probe()
+    {
+        ebpf::ProbeResult r;
+        r.since = "5.4";
+        if (get() != nullptr) {
+            r.state = ebpf::Support::Ok;
+            return r;
+        }
+        r.err = err_;
+        r.reason = error_;
+        return r;
     }
 
 private:
     bool tried_ = false;
     std::optional<elf::Btf> btf_;
+    std::string error_;
+    int err_ = 0;
 };
 
 const char* tracing_kind(uint32_t expected_attach_type)
@@ -136,11 +153,11 @@ ebpf::ProbeResult ask(const Requirement& r, KernelBtf& kernel)
 {
     switch (r.probe) {
     case Requirement::Probe::KernelBtf:
-        return ebpf::have_kernel_btf();
+        return kernel.probe();
     case Requirement::Probe::Tracing:
         if (const elf::Btf* btf = kernel.get())
             return ebpf::have_tracing(r.arg, r.target, *btf);
-        return ebpf::have_kernel_btf();
+        return kernel.probe();
     case Requirement::Probe::ProgType:
         return ebpf::have_prog_type(r.type);
     case Requirement::Probe::MapType:
@@ -355,6 +372,18 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
     f.push_back(cgroup2_feature());
     f.push_back(bpffs_feature());
 
+    return report;
+}
+
+void probe_beyond(ProbeReport& report)
+{
+    // Blocked like the object's probes: without bpf(2) or privileges nothing more can be asked.
+    std::optional<std::string> blocked;
+    for (const auto& f : report.features)
+        if ((f.name == kBpfName || f.name == kPrivilegesName) && f.state != FeatureState::Ok)
+            blocked = f.name;
+    KernelBtf kernel;
+
     // Beyond the object: which tracing programs this kernel allows on the receive path, where per-connection state
     // will be kept (kernel-notes sections 5 and 6). Some kernels load tp_btf and refuse fentry/fexit.
     const std::vector<Requirement> extras = {
@@ -380,7 +409,6 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
     };
     for (const auto& r : extras)
         report.extras.push_back(blocked ? not_probed(r.name, *blocked) : run(r, report.extras, kernel));
-    return report;
 }
 
 bool has_filesystem(std::string_view proc_filesystems, std::string_view name)

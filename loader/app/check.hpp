@@ -68,6 +68,9 @@ Privileges current_privileges();
 ProbeReport probe_kernel(std::span<const std::byte> object);
 // The same with the privileges given, not asked of the kernel (tests).
 ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& privileges);
+// Fills report.extras: what the kernel offers beyond the object (its BTF; tp_btf, fentry and fexit on the receive
+// path). The check command's alone: it reads the kernel's BTF (5 MB), which attach's verdict must not pay for.
+void probe_beyond(ProbeReport& report);
 
 // What the operator can do about a refused call comes from the one hint table (loader/app/hints.hpp).
 

@@ -182,7 +182,8 @@ int do_check(const Command& c)
     std::vector<std::byte> file;
     if (!c.object_file.empty())
         file = read_file_bytes(c.object_file);
-    const auto report = probe_kernel(c.object_file.empty() ? embedded_object() : std::span<const std::byte>(file));
+    auto report = probe_kernel(c.object_file.empty() ? embedded_object() : std::span<const std::byte>(file));
+    probe_beyond(report);
     std::fputs(format_report(report).c_str(), stdout);
     if (can_run(report))
         return kExitOk;
