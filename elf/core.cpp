@@ -283,10 +283,37 @@ FieldValue field_value(const Btf& btf, const Spec& s, uint32_t kind, const std::
     }
 }
 
-// Target types of the same kind and essential name as the local root.
+// The root type as its name is matched: past modifiers, which have no name, but not past a typedef, whose name is
+// the one the program wrote (bpf_core_type_size(u32), a typedef'd anonymous struct), as libbpf matches it.
+uint32_t named_root(const Btf& btf, uint32_t id)
+{
+    for (int depth = 0; depth < 32; ++depth) {
+        const uint32_t kind = btf.type(id).kind;
+        if (kind != BTF_KIND_CONST && kind != BTF_KIND_VOLATILE && kind != BTF_KIND_RESTRICT &&
+            kind != BTF_KIND_TYPE_TAG)
+            break;
+        id = btf.type(id).size_or_type;
+    }
+    return id;
+}
+
+// Whether a load or store of a field that changed size may change its width (libbpf bpf_core_calc_relo): a pointer
+// (read as an unsigned integer) or an unsigned integer keeps its value when zero-extended; a signed integer, an
+// enum or a struct does not.
+bool resizable(const Btf& local, uint32_t local_id, const Btf& target, uint32_t target_id)
+{
+    const BtfType& l = local.type(local.resolve(local_id));
+    const BtfType& t = target.type(target.resolve(target_id));
+    if (l.kind == BTF_KIND_PTR && t.kind == BTF_KIND_PTR)
+        return true;
+    return l.kind == BTF_KIND_INT && t.kind == BTF_KIND_INT && (l.int_encoding() & BTF_INT_SIGNED) == 0 &&
+           (t.int_encoding() & BTF_INT_SIGNED) == 0;
+}
+
+// Target types of the same kind and essential name as the local root (a typedef's candidates are typedefs).
 std::vector<uint32_t> candidates(const Btf& local, uint32_t local_root, const Btf& target)
 {
-    const uint32_t lid = local.resolve(local_root);
+    const uint32_t lid = named_root(local, local_root);
     const BtfType& lt = local.type(lid);
     const auto name = essential(local.name(lid));
     std::vector<uint32_t> out;
@@ -309,7 +336,7 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
     const auto what = describe(local, relo);
     CoreResolution r;
     const uint32_t lid = local.resolve(relo.type_id);
-    if (local.name(lid).empty() && !(relo.kind == BPF_CORE_TYPE_ID_LOCAL))
+    if (local.name(named_root(local, relo.type_id)).empty() && !(relo.kind == BPF_CORE_TYPE_ID_LOCAL))
         throw Error(what + ": the root type has no name to match in the kernel's BTF");
     std::optional<uint64_t> agreed;
     auto agree = [&](uint64_t value, uint32_t id, const std::string& where) {
@@ -330,8 +357,12 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
                 continue;
             const FieldValue tv = field_value(target, *ts, relo.kind, what);
             agree(tv.value, c, target.label(c));
-            if (relo.kind == BPF_CORE_FIELD_BYTE_OFFSET && lv.field_size != 0 && tv.field_size != lv.field_size)
-                r.load_size = tv.field_size;
+            if (relo.kind == BPF_CORE_FIELD_BYTE_OFFSET && tv.field_size != lv.field_size) {
+                if (resizable(local, ls.field_type, target, ts->field_type) && lv.field_size != 0 && tv.field_size != 0)
+                    r.load_size = tv.field_size;
+                else
+                    r.unsafe_resize = true;
+            }
         }
     } else if (is_type_kind(relo.kind)) {
         if (relo.accessors.size() != 1 || relo.accessors[0] != 0)
@@ -358,12 +389,16 @@ CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo
         if (!is_enum(lt) || relo.accessors.size() != 1 || relo.accessors[0] >= lt.enum_values.size())
             throw Error(what + ": not an enumerator of an enum");
         const auto& lv = lt.enum_values[relo.accessors[0]];
-        const auto name = local.string(lv.name_off);
+        // Enumerators have flavours too (enum cgroup_subsys_id___local { memory_cgrp_id___local }, as libbpf's
+        // CO-RE guide writes a local copy of a kernel enum): matched by essential name.
+        const auto name = essential(local.string(lv.name_off));
         r.local_value = relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : lv.value;
         for (uint32_t c : candidates(local, relo.type_id, target)) {
-            const BtfType& t = target.type(c);
+            const BtfType& t = target.type(target.resolve(c));
+            if (!is_enum(t))
+                continue;
             for (const auto& v : t.enum_values)
-                if (target.string(v.name_off) == name)
+                if (essential(target.string(v.name_off)) == name)
                     agree(relo.kind == BPF_CORE_ENUMVAL_EXISTS ? 1 : v.value, c, target.label(c));
         }
     } else {
@@ -384,13 +419,18 @@ void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const Bt
     bpf_insn& insn = insns[index];
     const uint8_t cls = BPF_CLASS(insn.code);
     const bool ld_imm64 = insn.code == (BPF_LD | BPF_IMM | BPF_DW);
-    const bool exists_kind = relo.kind == BPF_CORE_FIELD_EXISTS || relo.kind == BPF_CORE_TYPE_EXISTS ||
-                             relo.kind == BPF_CORE_ENUMVAL_EXISTS || relo.kind == 12;
-    if (!res.exists && !exists_kind) {
-        // Unreachable code may keep it; the verifier names it (unknown func #195896080) where it is reached.
+    // The *_EXISTS kinds say 0 of what is missing, and so does every type-based kind (bpf_core_calc_type_relo):
+    // bpf_core_type_size() and bpf_core_type_id_kernel() of a type the kernel lacks are 0, which a program tests.
+    const bool zero_when_missing =
+        relo.kind == BPF_CORE_FIELD_EXISTS || relo.kind == BPF_CORE_ENUMVAL_EXISTS || is_type_kind(relo.kind);
+    // Unreachable code may keep it; the verifier names it (unknown func #195896080) where it is reached.
+    const auto poison = [&] {
         if (ld_imm64 && index + 1 < insns.size())
             insns[index + 1] = bpf_insn{BPF_JMP | BPF_JA, 0, 0, 0, 0};
         insn = bpf_insn{BPF_JMP | BPF_CALL, 0, 0, 0, kCorePoisonImm};
+    };
+    if (!res.exists && !zero_when_missing) {
+        poison();
         return;
     }
     const uint64_t value = res.exists ? res.value : 0;
@@ -409,8 +449,13 @@ void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const Bt
                         std::to_string(res.local_value));
         if (value > static_cast<uint64_t>(std::numeric_limits<int16_t>::max()))
             throw Error(what + ": offset " + std::to_string(value) + " does not fit a load or store");
+        if (res.unsafe_resize) {
+            // A wider or narrower access would read or write another value (a sign lost, half a struct).
+            poison();
+            return;
+        }
         insn.off = static_cast<int16_t>(value);
-        if (res.load_size != 0 && cls == BPF_LDX) {
+        if (res.load_size != 0) {
             uint8_t size = 0;
             switch (res.load_size) {
             case 1:
@@ -456,8 +501,10 @@ CoreStats apply_core_relocations(std::vector<bpf_insn>& insns, std::span<const B
         if (relo.insn_off < program_offset || relo.insn_off >= end)
             continue;
         const auto res = resolve_core_relocation(local, relo, target);
-        patch_core_instruction(insns, (relo.insn_off - program_offset) / sizeof(bpf_insn), relo, res, program);
-        ++(res.exists ? stats.resolved : stats.poisoned);
+        const size_t index = (relo.insn_off - program_offset) / sizeof(bpf_insn);
+        patch_core_instruction(insns, index, relo, res, program);
+        const bool poisoned = insns[index].code == (BPF_JMP | BPF_CALL) && insns[index].imm == kCorePoisonImm;
+        ++(res.exists && !poisoned ? stats.resolved : stats.poisoned);
     }
     return stats;
 }

@@ -14,14 +14,17 @@
 namespace sockredir::elf {
 
 // What one relocation resolved to: `exists` is false when no target type or field matched (the instruction is then
-// poisoned, except for the *_EXISTS kinds, which become 0).
+// poisoned, except for the *_EXISTS and the type-based kinds, which become 0, as libbpf makes them).
 struct CoreResolution {
     bool exists = false;
     uint64_t local_value = 0; // the value clang compiled in (the local BTF's answer)
     uint64_t value = 0;       // the target's answer, patched into the instruction
     uint32_t target_type = 0; // the matching target type's id, 0 when none
-    // A load whose field changed size in the target (a u32 that became a u64): the load's new size in bytes.
+    // A load or store whose field changed size in the target (a u32 that became a u64): its new size in bytes.
     uint32_t load_size = 0;
+    // The field changed size but its access cannot follow (a signed integer, whose sign a zero-extending load
+    // loses; an enum; a struct): the load or store is poisoned, as libbpf does.
+    bool unsafe_resize = false;
 };
 
 // Resolves one relocation: the local spec from `relo.type_id` and its access string in `local`, every target type of
@@ -31,10 +34,10 @@ struct CoreResolution {
 CoreResolution resolve_core_relocation(const Btf& local, const BtfCoreRelo& relo, const Btf& target);
 
 // The instruction the relocation names (relo.insn_off / 8 - first_insn) patched with the resolution: the immediate
-// of an ALU or ld_imm64 instruction, the offset of a load or store (and a load's size when the field's size
-// changed). An unresolved field relocation poisons the instruction into `call 0xbad2310`, so the verifier names it
-// if the program can reach it (libbpf does the same). Throws base::Error when the instruction does not hold the
-// local value clang compiled in, or the new value does not fit.
+// of an ALU or ld_imm64 instruction, the offset of a load or store (and its size when the field's size changed, or
+// poison when its size cannot follow). An unresolved field relocation poisons the instruction into `call 0xbad2310`,
+// so the verifier names it if the program can reach it (libbpf does the same). Throws base::Error when the
+// instruction does not hold the local value clang compiled in, or the new value does not fit.
 void patch_core_instruction(std::vector<bpf_insn>& insns, size_t index, const BtfCoreRelo& relo,
                             const CoreResolution& resolution, const std::string& program);
 

@@ -10,6 +10,7 @@
 #include <span>
 #include <stdexcept>
 
+#include "elf/btf.hpp"
 #include "loader/ebpf/insn.hpp"
 
 namespace sockredir::test {
@@ -63,42 +64,119 @@ long FakeKernel::answer(int cmd, bpf_attr& attr)
         return fail(all);
     switch (cmd) {
     case BPF_MAP_CREATE:
-        if (no_map_types.count(attr.map_type) != 0)
-            return fail(EINVAL);
-        // As the kernel: socket storage only with BTF for its key and value.
-        if (attr.map_type == BPF_MAP_TYPE_SK_STORAGE && attr.btf_key_type_id == 0)
-            return fail(EINVAL);
-        return new_fd();
-    case BPF_PROG_LOAD: {
-        if (transient_failures > 0) {
-            --transient_failures;
-            return fail(EAGAIN);
-        }
-        if (no_prog_types.count(attr.prog_type) != 0)
-            return fail(EINVAL);
-        const std::span<const bpf_insn> insns(reinterpret_cast<const bpf_insn*>(static_cast<uintptr_t>(attr.insns)),
-                                              attr.insn_cnt);
-        for (auto id : ebpf::insn::helper_calls(insns)) {
-            const auto a = helper_answers.find({attr.prog_type, id});
-            if (a == helper_answers.end())
-                continue;
-            if (attr.log_size > 0 && attr.log_buf != 0) {
-                char* buf = reinterpret_cast<char*>(static_cast<uintptr_t>(attr.log_buf));
-                const size_t n = std::min<size_t>(a->second.log.size(), attr.log_size - 1);
-                std::memcpy(buf, a->second.log.data(), n);
-                buf[n] = '\0';
-            }
-            return fail(a->second.err);
-        }
-        return new_fd();
-    }
+        return map_create(attr);
+    case BPF_MAP_UPDATE_ELEM:
+        return map_update(attr);
+    case BPF_PROG_LOAD:
+        return prog_load(attr);
     case BPF_BTF_LOAD:
-        return btf_err != 0 ? fail(btf_err) : new_fd();
+        return btf_load(attr);
     case BPF_LINK_CREATE:
         return link_err != 0 ? fail(link_err) : new_fd();
     default:
         return fail(EINVAL);
     }
+}
+
+long FakeKernel::map_create(const bpf_attr& attr)
+{
+    const bool typed = attr.btf_key_type_id != 0 || attr.btf_value_type_id != 0;
+    MapCreate& m = map_creates.emplace_back();
+    m.type = attr.map_type;
+    m.name = std::string(attr.map_name, ::strnlen(attr.map_name, sizeof attr.map_name));
+    m.btf_fd = typed ? static_cast<int>(attr.btf_fd) : -1;
+    m.btf_key_type_id = attr.btf_key_type_id;
+    m.btf_value_type_id = attr.btf_value_type_id;
+    if (no_map_types.count(attr.map_type) != 0)
+        return fail(EINVAL);
+    if (typed && no_btf_map_types.count(attr.map_type) != 0)
+        return fail(EINVAL);
+    // As the kernel: socket storage only with BTF for its key and value.
+    if (attr.map_type == BPF_MAP_TYPE_SK_STORAGE && attr.btf_key_type_id == 0)
+        return fail(EINVAL);
+    m.fd = static_cast<int>(new_fd());
+    map_sizes_[m.fd] = {attr.key_size, attr.value_size};
+    return m.fd;
+}
+
+long FakeKernel::map_update(const bpf_attr& attr)
+{
+    const auto sizes = map_sizes_.find(static_cast<int>(attr.map_fd));
+    if (sizes == map_sizes_.end())
+        return fail(EBADF);
+    const auto* key = reinterpret_cast<const std::byte*>(static_cast<uintptr_t>(attr.key));
+    const auto* value = reinterpret_cast<const std::byte*>(static_cast<uintptr_t>(attr.value));
+    map_updates.push_back({sizes->first, std::vector<std::byte>(key, key + sizes->second.first),
+                           std::vector<std::byte>(value, value + sizes->second.second), attr.flags});
+    return 0;
+}
+
+long FakeKernel::prog_load(bpf_attr& attr)
+{
+    ProgLoad& p = prog_loads.emplace_back();
+    p.type = attr.prog_type;
+    p.name = std::string(attr.prog_name, ::strnlen(attr.prog_name, sizeof attr.prog_name));
+    p.prog_btf_fd = attr.prog_btf_fd != 0 ? static_cast<int>(attr.prog_btf_fd) : -1;
+    const auto* fi = reinterpret_cast<const bpf_func_info*>(static_cast<uintptr_t>(attr.func_info));
+    if (fi != nullptr && attr.func_info_rec_size == sizeof(bpf_func_info))
+        p.func_info.assign(fi, fi + attr.func_info_cnt);
+    const auto* li = reinterpret_cast<const bpf_line_info*>(static_cast<uintptr_t>(attr.line_info));
+    if (li != nullptr && attr.line_info_rec_size == sizeof(bpf_line_info))
+        p.line_info.assign(li, li + attr.line_info_cnt);
+    p.log_level = attr.log_level;
+    const auto refuse = [&](const Answer& a) {
+        if (attr.log_size > 0 && attr.log_buf != 0) {
+            char* buf = reinterpret_cast<char*>(static_cast<uintptr_t>(attr.log_buf));
+            const size_t n = std::min<size_t>(a.log.size(), attr.log_size - 1);
+            std::memcpy(buf, a.log.data(), n);
+            buf[n] = '\0';
+        }
+        return fail(a.err);
+    };
+    if (transient_failures > 0) {
+        --transient_failures;
+        return fail(EAGAIN);
+    }
+    if (no_prog_types.count(attr.prog_type) != 0)
+        return fail(EINVAL);
+    if (const auto a = prog_answers.find(attr.prog_type); a != prog_answers.end())
+        return refuse(a->second);
+    const std::span<const bpf_insn> insns(reinterpret_cast<const bpf_insn*>(static_cast<uintptr_t>(attr.insns)),
+                                          attr.insn_cnt);
+    for (auto id : ebpf::insn::helper_calls(insns)) {
+        const auto a = helper_answers.find({attr.prog_type, id});
+        if (a != helper_answers.end())
+            return refuse(a->second);
+    }
+    p.fd = static_cast<int>(new_fd());
+    return p.fd;
+}
+
+long FakeKernel::btf_load(bpf_attr& attr)
+{
+    const auto* bytes = reinterpret_cast<const std::byte*>(static_cast<uintptr_t>(attr.btf));
+    BtfLoad& b = btf_loads.emplace_back();
+    b.blob.assign(bytes, bytes + attr.btf_size);
+    b.with_log = attr.btf_log_size > 0 && attr.btf_log_buf != 0;
+    if (btf_err != 0)
+        return fail(btf_err);
+    if (!no_btf_kinds.empty()) {
+        const auto btf = elf::parse_btf(b.blob, "fake kernel");
+        for (uint32_t id = 1; id < btf.types().size(); ++id) {
+            if (no_btf_kinds.count(btf.type(id).kind) == 0)
+                continue;
+            if (b.with_log) {
+                const std::string log = "[" + std::to_string(id) + "] Invalid kind\n";
+                char* buf = reinterpret_cast<char*>(static_cast<uintptr_t>(attr.btf_log_buf));
+                const size_t n = std::min<size_t>(log.size(), attr.btf_log_size - 1);
+                std::memcpy(buf, log.data(), n);
+                buf[n] = '\0';
+            }
+            return fail(EINVAL);
+        }
+    }
+    b.fd = static_cast<int>(new_fd());
+    return b.fd;
 }
 
 } // namespace sockredir::test

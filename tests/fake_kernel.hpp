@@ -1,6 +1,6 @@
 // A fake bpf(2) behind ebpf::sys::override_bpf, for the decision logic above the syscalls without root (aya's
-// sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_BTF_LOAD and BPF_LINK_CREATE with the
-// errnos and verifier logs a test chooses, and records what it was asked.
+// sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_BTF_LOAD and
+// BPF_LINK_CREATE with the errnos and verifier logs a test chooses, and records what it was asked.
 #pragma once
 
 #include <linux/bpf.h>
@@ -45,6 +45,13 @@ public:
     std::map<std::pair<uint32_t, uint32_t>, Answer> helper_answers;
     // What BPF_BTF_LOAD says; 0: loaded.
     int btf_err = 0;
+    // BPF_BTF_LOAD of a blob with a type of these kinds (BTF_KIND_*): EINVAL, as a kernel that lacks the kind says,
+    // with a line of log where the caller gave a buffer.
+    std::set<uint32_t> no_btf_kinds;
+    // BPF_MAP_CREATE of these map types with a BTF key or value type: EINVAL (a sockhash on older kernels).
+    std::set<uint32_t> no_btf_map_types;
+    // BPF_PROG_LOAD of a program of this type: refused so, the log written where the caller gave a buffer.
+    std::map<uint32_t, Answer> prog_answers;
     // What BPF_LINK_CREATE says: EBADF is what a kernel with links says of the probe's target -1; 0: linked.
     int link_err = EBADF;
     // BPF_PROG_LOAD fails this many times with EAGAIN before it answers as above (a transient failure).
@@ -53,11 +60,50 @@ public:
     std::vector<Call> calls;
     size_t count(int cmd, uint32_t type) const;
 
+    // What the loader asked, in order, with the descriptors the fake answered (-1 for a refusal).
+    struct BtfLoad {
+        std::vector<std::byte> blob;
+        bool with_log = false;
+        int fd = -1;
+    };
+    std::vector<BtfLoad> btf_loads;
+    struct MapCreate {
+        uint32_t type = 0;
+        std::string name;
+        int btf_fd = -1; // -1: no BTF (attr.btf_fd 0 with no type ids)
+        uint32_t btf_key_type_id = 0;
+        uint32_t btf_value_type_id = 0;
+        int fd = -1;
+    };
+    std::vector<MapCreate> map_creates;
+    struct MapUpdate {
+        int map_fd = -1;
+        std::vector<std::byte> key, value; // the created map's key_size and value_size bytes
+        uint64_t flags = 0;
+    };
+    std::vector<MapUpdate> map_updates;
+    struct ProgLoad {
+        uint32_t type = 0;
+        std::string name;
+        int prog_btf_fd = -1; // -1: none
+        std::vector<bpf_func_info> func_info;
+        std::vector<bpf_line_info> line_info;
+        uint32_t log_level = 0;
+        int fd = -1;
+    };
+    std::vector<ProgLoad> prog_loads;
+
 private:
     static long call(int cmd, bpf_attr& attr);
     long answer(int cmd, bpf_attr& attr);
 
+    long map_create(const bpf_attr& attr);
+    long map_update(const bpf_attr& attr);
+    long prog_load(bpf_attr& attr);
+    long btf_load(bpf_attr& attr);
+
     ebpf::sys::BpfCall previous_;
+    std::map<int, std::pair<uint32_t, uint32_t>> map_sizes_; // fd -> key_size, value_size
 };
 
 } // namespace sockredir::test
