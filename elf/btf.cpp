@@ -1172,6 +1172,15 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
     }
 }
 
+std::vector<std::byte> encode_for_kernel(const Btf& btf, const BtfKernelSupport& kernel)
+{
+    if (kernel.all())
+        return encode(btf);
+    Btf copy = btf;
+    sanitize(copy, kernel);
+    return encode(copy);
+}
+
 // --- BTF-defined maps --------------------------------------------------------------------------------------------
 
 namespace {

@@ -230,6 +230,10 @@ struct BtfKernelSupport {
 // Throws base::Error when a DATASEC var offset * 8 does not fit a member's 32-bit offset.
 void sanitize(Btf& btf, const BtfKernelSupport& kernel);
 
+// What BPF_BTF_LOAD takes for `btf` (fixed up already) on `kernel`: a sanitized copy, encoded. The ids stay those of
+// `btf`, so map key/value ids and func_info type ids found in it hold for the loaded BTF.
+std::vector<std::byte> encode_for_kernel(const Btf& btf, const BtfKernelSupport& kernel);
+
 // --- BTF-defined maps --------------------------------------------------------------------------------------------
 
 // libbpf's LIBBPF_PIN_* (the values of a map definition's `pinning`).

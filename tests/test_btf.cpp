@@ -1396,6 +1396,23 @@ TEST_CASE("a kernel that supports every kind leaves the BTF as it is")
     CHECK_FALSE(without(&BtfKernelSupport::enum64).all());
 }
 
+TEST_CASE("encode_for_kernel encodes a sanitized copy and leaves the BTF it was given as it was")
+{
+    const auto o = read_object("SOCKREDIR_BTF_OBJECT");
+    auto btf = parse_btf(o.btf_bytes);
+    fixup_datasecs(btf, o.elf);
+    const auto before = btf;
+    const auto old_kernel = without(&BtfKernelSupport::float_);
+    const auto loaded = parse_btf(encode_for_kernel(btf, old_kernel));
+    CHECK(btf == before);
+    auto expected = btf;
+    sanitize(expected, old_kernel);
+    CHECK(loaded == expected);
+    const auto flows = find_id(btf, BTF_KIND_VAR, "flows");
+    CHECK(parse_btf_map_def(loaded, flows).key_type_id == parse_btf_map_def(btf, flows).key_type_id);
+    CHECK(same_bytes(encode_for_kernel(btf, BtfKernelSupport{}), encode(btf)));
+}
+
 TEST_CASE("sanitizing a DATASEC whose var offset does not fit a member's bit offset is refused")
 {
     Small s;
