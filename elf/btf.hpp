@@ -221,12 +221,13 @@ struct BtfKernelSupport {
 //   !decl_tag: DECL_TAG -> INT size 1, 8 bits (name kept)
 //   !qmark_datasec (datasec supported): a DATASEC name's leading '?' -> '_'
 //   !func:     FUNC_PROTO -> ENUM of size 4 with one value per param (name, type id as value); FUNC -> TYPEDEF
-//   !func_global (func supported): FUNC global -> FUNC static
+//   !func_global (func supported): every FUNC -> linkage static (libbpf does not look at the linkage it had)
 //   !float_:   FLOAT -> anonymous STRUCT of the same size, no members
 //   !type_tag: TYPE_TAG -> anonymous CONST of the same type
 //   !enum64:   ENUM loses its kflag; ENUM64 -> UNION of the same size, each value a member of type
-//              'enum64_placeholder' (an INT of size 1 and 0 bits, added once, at the end) at offset 0
-// String offsets are edited in place, as libbpf does: a string shared with another name changes there too.
+//              'enum64_placeholder' (an INT of size 1, 8 bits, no encoding, added once, at the end) at offset 0
+// Names are edited in place in the string section, as libbpf does: a string shared with another name changes there
+// too.
 // Throws base::Error when a DATASEC var offset * 8 does not fit a member's 32-bit offset.
 void sanitize(Btf& btf, const BtfKernelSupport& kernel);
 
