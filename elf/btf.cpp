@@ -823,11 +823,9 @@ std::optional<BtfMemberRef> Btf::find_member(uint32_t id, std::string_view wante
         if (!member_name.empty())
             continue;
         const uint32_t inner = resolve(t.members[i].type);
-        if (is_composite(type(inner).kind) && searched.insert(inner).second) {
-            if (stack.size() > types_.size())
-                fail(section_, label(root) + ": a loop of anonymous members");
+        // Pushed once per type at most: even a loop a caller built after parsing ends.
+        if (is_composite(type(inner).kind) && searched.insert(inner).second)
             stack.push_back({inner, 0, offset});
-        }
     }
     return std::nullopt;
 }

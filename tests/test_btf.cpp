@@ -159,8 +159,9 @@ TEST_CASE("the project's programs are global FUNCs whose prototypes take the con
 {
     const auto o = read_object("SOCKREDIR_BPF_OBJECT");
     const auto btf = parse_btf(o.btf_bytes);
-    for (const auto& [prog, ctx] :
+    for (const auto& names :
          {std::pair{SOCKREDIR_PROG_SOCKOPS, "bpf_sock_ops"}, std::pair{SOCKREDIR_PROG_MSG, "sk_msg_md"}}) {
+        const std::string prog = names.first, ctx = names.second;
         CAPTURE(prog);
         const auto func = find_id(btf, BTF_KIND_FUNC, prog);
         CHECK(btf.type(func).vlen == BTF_FUNC_GLOBAL);
@@ -182,8 +183,8 @@ TEST_CASE("the project's .BTF.ext gives each program section its func_info and l
     CHECK(ext.func_info_rec_size == sizeof(bpf_func_info));
     CHECK(ext.line_info_rec_size == sizeof(bpf_line_info));
     CHECK(ext.core_relos.empty());
-    for (const auto& [section, prog] :
-         {std::pair{"sockops", SOCKREDIR_PROG_SOCKOPS}, std::pair{"sk_msg", SOCKREDIR_PROG_MSG}}) {
+    for (const auto& names : {std::pair{"sockops", SOCKREDIR_PROG_SOCKOPS}, std::pair{"sk_msg", SOCKREDIR_PROG_MSG}}) {
+        const std::string section = names.first, prog = names.second;
         CAPTURE(section);
         const auto funcs = ext.func_info_of(section);
         REQUIRE(funcs.size() == 1);
@@ -949,6 +950,14 @@ TEST_CASE("find returns the lowest id of a kind and a name, and sees renames")
     CHECK(btf.find(BTF_KIND_STRUCT, "renamed") == s1);
 }
 
+TEST_CASE("kinds are named as bpftool names them, and by number past the last")
+{
+    CHECK(btf_kind_name(BTF_KIND_UNKN) == "UNKN");
+    CHECK(btf_kind_name(BTF_KIND_FUNC_PROTO) == "FUNC_PROTO");
+    CHECK(btf_kind_name(BTF_KIND_ENUM64) == "ENUM64");
+    CHECK(btf_kind_name(25) == "kind 25");
+}
+
 TEST_CASE("add_string reuses a whole string of the section and appends others")
 {
     Btf btf;
@@ -960,6 +969,19 @@ TEST_CASE("add_string reuses a whole string of the section and appends others")
     CHECK(btf.strings() == std::string("\0abc\0bc\0", 8));
     CHECK(error_of([&] { (void)btf.add_string(std::string_view("a\0b", 3)); }) ==
           "section '.BTF': cannot add a string holding NUL");
+}
+
+TEST_CASE("a string section edited out of shape is refused by string() and add_string()")
+{
+    Btf btf;
+    btf.add_string("abc");
+    btf.mutable_strings().back() = 'x'; // "\0abcx"
+    CHECK(error_of([&] { (void)btf.string(1); }) == "section '.BTF': string at offset 0x1 is not NUL-terminated");
+    CHECK(error_of([&] { (void)btf.add_string("new"); }) == "section '.BTF': string section does not end with NUL");
+    Btf full;
+    full.mutable_strings().assign(BTF_MAX_NAME_OFFSET, '\0');
+    CHECK(error_of([&] { (void)full.add_string("one more"); }) ==
+          "section '.BTF': string section would grow past 0xffffff");
 }
 
 TEST_CASE("resolve skips typedefs, const, volatile, restrict and type tags")
@@ -982,18 +1004,19 @@ TEST_CASE("resolve skips typedefs, const, volatile, restrict and type tags")
 TEST_CASE("type_size follows modifiers, arrays, vars and tags, and refuses what has no size")
 {
     BtfBuilder b;
-    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32); // 1
-    const auto a = b.add_array(i, i, 3);                    // 2
-    const auto aa = b.add_array(a, i, 5);                   // 3
-    const auto td = b.add_typedef("t", aa);                 // 4
-    const auto p = b.add_ptr(0);                            // 5
-    const auto v = b.add_var("v", td);                      // 6
-    const auto fwd = b.add_fwd("later");                    // 7
-    const auto c = b.add_const(fwd);                        // 8
-    const auto e = b.add_enum("e", 2, {{"A", 1}});          // 9
-    const auto big = b.add_array(i, i, 0x40000000);         // 10
-    const auto proto = b.add_func_proto(i, {});             // 11
-    const auto zero = b.add_array(i, i, 0);                 // 12
+    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);                // 1
+    const auto a = b.add_array(i, i, 3);                                   // 2
+    const auto aa = b.add_array(a, i, 5);                                  // 3
+    const auto td = b.add_typedef("t", aa);                                // 4
+    const auto p = b.add_ptr(0);                                           // 5
+    const auto v = b.add_var("v", td);                                     // 6
+    const auto fwd = b.add_fwd("later");                                   // 7
+    const auto c = b.add_const(fwd);                                       // 8
+    const auto e = b.add_enum("e", 2, {{"A", 1}});                         // 9
+    const auto big = b.add_array(i, i, 0x40000000);                        // 10
+    const auto proto = b.add_func_proto(i, {});                            // 11
+    const auto zero = b.add_array(i, i, 0);                                // 12
+    const auto wide = b.add_array(b.add_array(i, i, 0x10000), i, 0x10000); // 14, of 13
     const auto btf = parse_btf(b.build());
     CHECK(btf.type_size(aa) == 60);
     CHECK(btf.type_size(td) == 60);
@@ -1008,6 +1031,9 @@ TEST_CASE("type_size follows modifiers, arrays, vars and tags, and refuses what 
     CHECK(error_of([&] { (void)btf.type_size(proto); }) == "section '.BTF': type [11] FUNC_PROTO (anon): has no size");
     CHECK(error_of([&] { (void)btf.type_size(big); }) ==
           "section '.BTF': type [10] ARRAY (anon): size of more than 4294967295 bytes");
+    // 2^32 elements: refused before their size counts.
+    CHECK(error_of([&] { (void)btf.type_size(wide); }) ==
+          "section '.BTF': type [14] ARRAY (anon): size of more than 4294967295 bytes");
 }
 
 TEST_CASE("type_size and resolve end on a loop that a caller built after parsing")
@@ -1523,6 +1549,10 @@ TEST_CASE("a map definition that is no global VAR of a STRUCT is refused")
           "section '.BTF': map 'st': unsupported map linkage static (a map is a global definition)");
     CHECK(error_of([&] { (void)parse_btf_map_def(btf, not_struct); }) ==
           "section '.BTF': map 'ns': unexpected def kind INT (expected STRUCT)");
+    auto unnamed = btf;
+    unnamed.mutable_type(stat).name_off = 0;
+    CHECK(error_of([&] { (void)parse_btf_map_def(unnamed, stat); }) ==
+          "section '.BTF': type [" + std::to_string(stat) + "] VAR (anon): map has no name");
     CHECK(error_of([&] { (void)parse_btf_map_def(btf, 999); }) ==
           "section '.BTF': type 999 of " + std::to_string(btf.types().size() - 1) + " does not exist");
 }
