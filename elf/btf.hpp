@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "elf/reader.hpp"
@@ -136,8 +137,9 @@ public:
     // "type [12] STRUCT 'foo'", "type [3] PTR (anon)", for messages (non-printable bytes escaped).
     std::string label(uint32_t id) const;
 
-    // The lowest id of a type of `kind` named `name`. The first lookup sorts an index of the named types
-    // (O(n log n)); each lookup is then O(log n). Not safe to call concurrently with another first lookup.
+    // The lowest id of a type of `kind` named `name`. The first lookup builds a hash index of the names (linear:
+    // each name is read up to 512 bytes at most; longer ones, which only INT, FLOAT and tags may have, are searched
+    // one by one); each lookup is then O(length of name). Not safe to call concurrently with another first lookup.
     std::optional<uint32_t> find(uint32_t kind, std::string_view name) const;
     // Follows TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG to the first other type (0 for void).
     uint32_t resolve(uint32_t id) const;
@@ -159,16 +161,52 @@ private:
     std::string section_;
     std::vector<BtfType> types_;
     std::string strings_;
-    mutable std::vector<uint32_t> by_name_; // ids of named types sorted by (name, kind, id); built by find()
-    mutable bool indexed_ = false;
+    // find()'s index: views into strings_, so a copy or a move of the Btf starts without one.
+    struct NameKey {
+        std::string_view name;
+        uint32_t kind;
+        bool operator==(const NameKey&) const = default;
+    };
+    struct NameKeyHash {
+        size_t operator()(const NameKey& k) const noexcept
+        {
+            return std::hash<std::string_view>{}(k.name) * 31 + k.kind;
+        }
+    };
+    struct NameIndex {
+        NameIndex() = default;
+        NameIndex(const NameIndex&) noexcept {}
+        NameIndex(NameIndex&&) noexcept {}
+        NameIndex& operator=(const NameIndex&) noexcept
+        {
+            reset();
+            return *this;
+        }
+        NameIndex& operator=(NameIndex&&) noexcept
+        {
+            reset();
+            return *this;
+        }
+        void reset() noexcept
+        {
+            built = false;
+            first.clear();
+            long_names.clear();
+        }
+        bool built = false;
+        std::unordered_map<NameKey, uint32_t, NameKeyHash> first; // (name, kind) -> the lowest id
+        std::vector<uint32_t> long_names;                         // ids of types named past 512 bytes (tags)
+    };
+    mutable NameIndex index_;
 };
 
 // Parses a BTF blob (an object's .BTF section, /sys/kernel/btf/vmlinux): the header (magic, version 1, no flags,
 // hdr_len >= 24 with any further header bytes zero, 4-byte aligned type section, type and string sections inside
 // the blob and apart), the string section (starts and ends with NUL) and every kind Linux 6.18 accepts, INT to
-// ENUM64. Checks every name offset, every type id a type refers to, the tails vlen implies, and that no type
-// contains itself by value (a loop through typedefs, modifiers, arrays, struct members or vars). Linear in the size
-// of the blob. Throws base::Error "section 'SECTION': type [ID] KIND 'name': defect" on any malformed input.
+// ENUM64. Checks every name offset (and, as the kernel, that identifier and DATASEC names are at most 512 bytes,
+// KSYM_NAME_LEN), every type id a type refers to, the tails vlen implies, and that no type contains itself by value
+// (a loop through typedefs, modifiers, arrays, struct members or vars). Linear in the size of the blob. Throws
+// base::Error "section 'SECTION': type [ID] KIND 'name': defect" on any malformed input.
 Btf parse_btf(std::span<const std::byte> bytes, std::string_view section = ".BTF");
 
 // Writes the blob back: a 24-byte header, the types, the strings, as clang and pahole lay them out. For an

@@ -7,6 +7,7 @@
 #include <linux/btf.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -129,6 +130,13 @@ bool skip_vmlinux()
 {
     const char* ci = std::getenv("CI");
     return !vmlinux_readable() && !(ci != nullptr && std::string(ci) == "true");
+}
+
+std::string hex(uint32_t v)
+{
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%x", v);
+    return buf;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start)
@@ -849,6 +857,60 @@ TEST_CASE("a DECL_TAG names a STRUCT, UNION, VAR, FUNC or TYPEDEF, and a compone
           "section '.BTF': type [7] DECL_TAG 't': component_idx 1 is past the 1 members of type [3] STRUCT 's'");
     CHECK(retag(func, 1) ==
           "section '.BTF': type [7] DECL_TAG 't': component_idx 1 is past the 1 params of type [6] FUNC 'f'");
+}
+
+TEST_CASE("identifier and DATASEC names longer than the kernel's 512 bytes are refused; INT, FLOAT and tag names "
+          "are not")
+{
+    Small ok;
+    ok.b.add_typedef(std::string(512, 'a'), ok.int_id);
+    CHECK(refusal(ok.b.build()) == "parsed");
+    Small s;
+    s.b.add_typedef(std::string(513, 'a'), s.int_id);
+    CHECK(refusal(s.b.build()) ==
+          "section '.BTF': type [2] TYPEDEF: name is longer than the kernel's 512 bytes (KSYM_NAME_LEN)");
+    Small d;
+    d.b.add_datasec(std::string(600, '.'), 0, {});
+    CHECK(refusal(d.b.build()) ==
+          "section '.BTF': type [2] DATASEC: name is longer than the kernel's 512 bytes (KSYM_NAME_LEN)");
+    Small m;
+    m.b.add_struct("s", 4, {{std::string(513, 'm'), m.int_id, 0}});
+    CHECK(refusal(m.b.build()) == "section '.BTF': type [2] STRUCT 's': member #0: name is longer than the kernel's "
+                                  "512 bytes (KSYM_NAME_LEN)");
+
+    BtfBuilder b;
+    const std::string long_name(5000, 'x');
+    const auto i = b.add_int(long_name, 4, 0, 32);
+    const auto var = b.add_var("v", i);
+    const auto tag = b.add_decl_tag(long_name + "tag", var);
+    auto btf = parse_btf(b.build());
+    CHECK(btf.find(BTF_KIND_INT, long_name) == i);
+    CHECK(btf.find(BTF_KIND_DECL_TAG, long_name + "tag") == tag);
+    CHECK_FALSE(btf.find(BTF_KIND_DECL_TAG, long_name).has_value());
+    // libbpf keeps a DECL_TAG's value as the name of the INT it becomes: still BTF that parses.
+    sanitize(btf, BtfKernelSupport{true, true, true, true, true, false, true, true});
+    CHECK(btf.type(tag).kind == BTF_KIND_INT);
+    CHECK(parse_btf(encode(btf)) == btf);
+}
+
+TEST_CASE("many types naming one long string keep parsing, lookups, sanitizing and encoding linear")
+{
+    // 200000 decl tags whose values are the suffixes of one 2 MB string: 4e11 bytes of names, read whole.
+    BtfBuilder b;
+    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto var = b.add_var("v", i);
+    const auto base = b.add_string(std::string(2 << 20, 'a'));
+    for (uint32_t k = 0; k < 200000; ++k)
+        b.add_raw({base + k, btf_info(BTF_KIND_DECL_TAG, false, 0), var, static_cast<uint32_t>(-1)});
+    const auto bytes = b.build();
+    const auto start = std::chrono::steady_clock::now();
+    auto btf = parse_btf(bytes);
+    CHECK_FALSE(btf.find(BTF_KIND_DECL_TAG, "a").has_value());
+    CHECK(btf.find(BTF_KIND_VAR, "v") == var);
+    sanitize(btf, BtfKernelSupport{true, true, false, true, true, false, true, true});
+    CHECK(btf.type(3).kind == BTF_KIND_INT);
+    CHECK(encode(btf).size() == bytes.size());
+    CHECK(seconds_since(start) < 5.0 * kSlowdown);
 }
 
 // --- refusals: references ----------------------------------------------------------------------------------------
@@ -1866,6 +1928,21 @@ TEST_CASE("a .BTF.ext section entry that is cut short, unnamed, empty or longer 
     Ext empty;
     empty.e.core_relo.entries[0].records.clear();
     CHECK(empty.refused(empty.e.build()) == "section '.BTF.ext': core_relo: section 'socket': no records");
+}
+
+TEST_CASE("a .BTF.ext section name or a CO-RE access string longer than 1024 bytes is refused")
+{
+    Ext x;
+    const auto long_sec = x.b.add_string(std::string(1025, 's'));
+    x.e.func_info.entries[0].sec_name_off = long_sec;
+    CHECK(x.refused(x.e.build()) ==
+          "section '.BTF.ext': func_info: section entry #0: section name is longer than 1024 bytes");
+    Ext a;
+    const auto long_access = a.b.add_string(std::string(1025, '0'));
+    a.e.core_relo.entries[0].records[0][2] = long_access;
+    CHECK(a.refused(a.e.build()) == "section '.BTF.ext': core_relo: section 'socket': record #0: access string at "
+                                    "offset " +
+                                        hex(long_access) + " is longer than 1024 bytes");
 }
 
 TEST_CASE("a .BTF.ext record whose insn_off is not on an instruction is refused")
