@@ -27,6 +27,8 @@ constexpr uint32_t kInfoReserved = 0x60ff0000;
 constexpr uint32_t kIntReserved = 0xf0000000;
 // BPF's pointer size: libbpf enforces 8-byte pointers for BPF-targeted BTF.
 constexpr uint32_t kPointerSize = 8;
+// resolve()'s cache: not yet known (no type id reaches it: BTF_MAX_TYPE is 0xfffff).
+constexpr uint32_t kUnresolved = 0xffffffff;
 // libbpf's BPF_CORE_SPEC_MAX_LEN: the most indices an access string may hold.
 constexpr size_t kCoreSpecMaxLen = 64;
 // The longest name a message shows; hostile names can be megabytes long.
@@ -686,7 +688,7 @@ const BtfType& Btf::type(uint32_t id) const
 BtfType& Btf::mutable_type(uint32_t id)
 {
     (void)type(id);
-    index_.reset();
+    caches_.reset();
     return types_[id];
 }
 
@@ -694,14 +696,14 @@ uint32_t Btf::add_type(BtfType type)
 {
     if (types_.size() > BTF_MAX_TYPE)
         fail(section_, "cannot add a type past " + std::to_string(BTF_MAX_TYPE));
-    index_.reset();
+    caches_.reset();
     types_.push_back(std::move(type));
     return static_cast<uint32_t>(types_.size() - 1);
 }
 
 std::string& Btf::mutable_strings()
 {
-    index_.reset();
+    caches_.reset();
     return strings_;
 }
 
@@ -735,7 +737,7 @@ uint32_t Btf::add_string(std::string_view s)
     if (strings_.size() + s.size() + 1 > uint64_t{BTF_MAX_NAME_OFFSET} + 1)
         fail(section_, "string section would grow past " + hex(BTF_MAX_NAME_OFFSET));
     const auto offset = static_cast<uint32_t>(strings_.size());
-    index_.reset(); // its views into strings_ may move
+    caches_.reset(); // its views into strings_ may move
     strings_.append(s);
     strings_.push_back('\0');
     return offset;
@@ -753,49 +755,71 @@ std::string Btf::label(uint32_t id) const
 
 std::optional<uint32_t> Btf::find(uint32_t kind, std::string_view wanted) const
 {
-    if (!index_.built) {
-        index_.reset();
+    if (!caches_.names_built) {
+        caches_.first.clear();
+        caches_.long_names.clear();
         for (uint32_t id = 1; id < types_.size(); ++id) {
             const auto& t = types_[id];
             if (t.name_off == 0 || t.name_off >= strings_.size())
                 continue;
             if (const auto n = bounded_string(strings_, t.name_off, kMaxName))
-                index_.first.try_emplace(NameKey{*n, t.kind}, id); // ids ascend: the first stays
+                caches_.first.try_emplace(NameKey{*n, t.kind}, id); // ids ascend: the first stays
             else
-                index_.long_names.push_back(id);
+                caches_.long_names.push_back(id);
         }
-        index_.built = true;
+        caches_.names_built = true;
     }
     if (wanted.size() > kMaxName) {
-        for (const uint32_t id : index_.long_names)
+        for (const uint32_t id : caches_.long_names)
             if (types_[id].kind == kind && string_in(strings_, types_[id].name_off) == wanted)
                 return id;
         return std::nullopt;
     }
-    const auto it = index_.first.find(NameKey{wanted, kind});
-    if (it == index_.first.end())
+    const auto it = caches_.first.find(NameKey{wanted, kind});
+    if (it == caches_.first.end())
         return std::nullopt;
     return it->second;
 }
 
 uint32_t Btf::resolve(uint32_t id) const
 {
-    for (size_t steps = 0; steps <= types_.size(); ++steps) {
-        const BtfType& t = type(id);
-        if (!is_modifier(t.kind))
-            return id;
-        id = t.size_or_type;
+    (void)type(id);
+    auto& memo = caches_.resolved;
+    if (memo.size() != types_.size())
+        memo.assign(types_.size(), kUnresolved);
+    // Walk to the first type already resolved or not a modifier; every type passed resolves to the same.
+    std::vector<uint32_t> path;
+    uint32_t cur = id;
+    while (memo[cur] == kUnresolved && is_modifier(types_[cur].kind)) {
+        if (path.size() == types_.size())
+            fail(section_, label(id) + ": a loop of modifiers and typedefs");
+        path.push_back(cur);
+        cur = types_[cur].size_or_type;
+        (void)type(cur);
     }
-    fail(section_, label(id) + ": a loop of modifiers and typedefs");
+    const uint32_t result = memo[cur] != kUnresolved ? memo[cur] : cur;
+    memo[cur] = result;
+    for (const uint32_t p : path)
+        memo[p] = result;
+    return result;
 }
 
 uint32_t Btf::type_size(uint32_t id) const
 {
-    const uint32_t start = id;
-    uint64_t nelems = 1;
-    for (size_t steps = 0; steps <= types_.size(); ++steps) {
-        const BtfType& t = type(id);
-        uint64_t size = 0;
+    (void)type(id);
+    auto& memo = caches_.sizes;
+    if (memo.size() != types_.size())
+        memo.assign(types_.size(), SizeMemo{});
+    // Walk down to a type whose size is known or has its own, then give the types passed theirs, bottom up.
+    std::vector<uint32_t> path;
+    uint32_t cur = id;
+    SizeMemo m;
+    while (true) {
+        if (memo[cur].state != SizeMemo::kUnknown) {
+            m = memo[cur];
+            break;
+        }
+        const BtfType& t = types_[cur];
         switch (t.kind) {
         case BTF_KIND_INT:
         case BTF_KIND_STRUCT:
@@ -804,10 +828,10 @@ uint32_t Btf::type_size(uint32_t id) const
         case BTF_KIND_ENUM64:
         case BTF_KIND_DATASEC:
         case BTF_KIND_FLOAT:
-            size = t.size_or_type;
+            m = {t.size_or_type, 0, SizeMemo::kSized};
             break;
         case BTF_KIND_PTR:
-            size = kPointerSize;
+            m = {kPointerSize, 0, SizeMemo::kSized};
             break;
         case BTF_KIND_TYPEDEF:
         case BTF_KIND_VOLATILE:
@@ -816,26 +840,46 @@ uint32_t Btf::type_size(uint32_t id) const
         case BTF_KIND_VAR:
         case BTF_KIND_DECL_TAG:
         case BTF_KIND_TYPE_TAG:
-            id = t.size_or_type;
-            continue;
         case BTF_KIND_ARRAY:
-            nelems *= t.array.nelems;
-            if (nelems > std::numeric_limits<uint32_t>::max())
-                fail(section_, label(start) + ": size of more than " +
-                                   std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
-            id = t.array.type;
+            if (path.size() == types_.size())
+                fail(section_, label(id) + ": a loop of types by value");
+            path.push_back(cur);
+            cur = t.kind == BTF_KIND_ARRAY ? t.array.type : t.size_or_type;
+            (void)type(cur);
             continue;
-        default:
-            fail(section_,
-                 label(start) + ": " +
-                     (id == start ? std::string("has no size") : "has no size (it is made of " + label(id) + ")"));
+        default: // void, FWD, FUNC, FUNC_PROTO
+            m = {0, cur, SizeMemo::kNoSize};
+            break;
         }
-        if (nelems != 0 && size > std::numeric_limits<uint32_t>::max() / nelems)
-            fail(section_, label(start) + ": size of more than " +
-                               std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
-        return static_cast<uint32_t>(size * nelems);
+        memo[cur] = m;
+        break;
     }
-    fail(section_, label(start) + ": a loop of types by value");
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+        const BtfType& t = types_[*it];
+        if (t.kind == BTF_KIND_ARRAY && m.state != SizeMemo::kNoSize) {
+            // No elements: size 0, however large one would be (libbpf's nelems * size).
+            if (t.array.nelems == 0) {
+                m = {0, 0, SizeMemo::kSized};
+            } else if (m.state == SizeMemo::kSized) {
+                const uint64_t size = uint64_t{m.size} * t.array.nelems;
+                m = size > std::numeric_limits<uint32_t>::max()
+                        ? SizeMemo{0, 0, SizeMemo::kTooLarge}
+                        : SizeMemo{static_cast<uint32_t>(size), 0, SizeMemo::kSized};
+            }
+        }
+        memo[*it] = m;
+    }
+    switch (m.state) {
+    case SizeMemo::kSized:
+        return m.size;
+    case SizeMemo::kTooLarge:
+        fail(section_,
+             label(id) + ": size of more than " + std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
+    default:
+        fail(section_, label(id) + ": " +
+                           (m.culprit == id ? std::string("has no size")
+                                            : "has no size (it is made of " + label(m.culprit) + ")"));
+    }
 }
 
 std::optional<BtfMemberRef> Btf::find_member(uint32_t id, std::string_view wanted) const

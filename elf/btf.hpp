@@ -118,13 +118,14 @@ public:
     const std::vector<BtfType>& types() const { return types_; }
     // Throws base::Error for an id past the last type.
     const BtfType& type(uint32_t id) const;
-    // Invalidates the name index; the caller keeps the type consistent (vlen, references).
+    // The caller keeps the type consistent (vlen, references). Drops the lookup caches: edit through the reference
+    // before the next lookup (take it again after one), or the lookups answer from before the edit.
     BtfType& mutable_type(uint32_t id);
     // Returns the new type's id.
     uint32_t add_type(BtfType type);
 
-    // The string section, raw: name offsets index it. Edit in place through mutable_strings() (which invalidates the
-    // name index); add strings with add_string().
+    // The string section, raw: name offsets index it. Edit in place through mutable_strings() (which drops the
+    // lookup caches, as mutable_type does); add strings with add_string().
     const std::string& strings() const { return strings_; }
     std::string& mutable_strings();
     // The NUL-terminated string at `offset`; throws base::Error outside the string section.
@@ -137,11 +138,15 @@ public:
     // "type [12] STRUCT 'foo'", "type [3] PTR (anon)", for messages (non-printable bytes escaped).
     std::string label(uint32_t id) const;
 
+    // Lookups fill caches, so that hostile BTF (100000 typedefs in a row, named by 65535 members) keeps every use
+    // of them linear in all; a const Btf is therefore not safe to look up from two threads at once.
+
     // The lowest id of a type of `kind` named `name`. The first lookup builds a hash index of the names (linear:
     // each name is read up to 512 bytes at most; longer ones, which only INT, FLOAT and tags may have, are searched
-    // one by one); each lookup is then O(length of name). Not safe to call concurrently with another first lookup.
+    // one by one); each lookup is then O(length of name).
     std::optional<uint32_t> find(uint32_t kind, std::string_view name) const;
-    // Follows TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG to the first other type (0 for void).
+    // Follows TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG to the first other type (0 for void). Throws
+    // base::Error on a loop (which parse_btf refuses, but a caller's edit may make).
     uint32_t resolve(uint32_t id) const;
     // The size in bytes of a value of type `id`, as libbpf's btf__resolve_size: INT, ENUM, ENUM64, STRUCT, UNION,
     // DATASEC and FLOAT by their size, PTR by 8 (BPF's pointer size), ARRAY by elements x element size, through
@@ -161,7 +166,8 @@ private:
     std::string section_;
     std::vector<BtfType> types_;
     std::string strings_;
-    // find()'s index: views into strings_, so a copy or a move of the Btf starts without one.
+    // The lookups' caches. The name index holds views into strings_, so a copy or a move of the Btf starts without
+    // caches.
     struct NameKey {
         std::string_view name;
         uint32_t kind;
@@ -173,31 +179,42 @@ private:
             return std::hash<std::string_view>{}(k.name) * 31 + k.kind;
         }
     };
-    struct NameIndex {
-        NameIndex() = default;
-        NameIndex(const NameIndex&) noexcept {}
-        NameIndex(NameIndex&&) noexcept {}
-        NameIndex& operator=(const NameIndex&) noexcept
+    // type_size() per id: unknown yet, a size, no size (made of `culprit`), or more than UINT32_MAX.
+    struct SizeMemo {
+        enum State : uint8_t { kUnknown, kSized, kNoSize, kTooLarge };
+        uint32_t size = 0;
+        uint32_t culprit = 0;
+        State state = kUnknown;
+    };
+    struct Caches {
+        Caches() = default;
+        Caches(const Caches&) noexcept {}
+        Caches(Caches&&) noexcept {}
+        Caches& operator=(const Caches&) noexcept
         {
             reset();
             return *this;
         }
-        NameIndex& operator=(NameIndex&&) noexcept
+        Caches& operator=(Caches&&) noexcept
         {
             reset();
             return *this;
         }
         void reset() noexcept
         {
-            built = false;
+            names_built = false;
             first.clear();
             long_names.clear();
+            resolved.clear();
+            sizes.clear();
         }
-        bool built = false;
+        bool names_built = false;
         std::unordered_map<NameKey, uint32_t, NameKeyHash> first; // (name, kind) -> the lowest id
-        std::vector<uint32_t> long_names;                         // ids of types named past 512 bytes (tags)
+        std::vector<uint32_t> long_names;                         // ids of types named past 512 bytes
+        std::vector<uint32_t> resolved;                           // resolve() per id; kUnresolved until known
+        std::vector<SizeMemo> sizes;
     };
-    mutable NameIndex index_;
+    mutable Caches caches_;
 };
 
 // Parses a BTF blob (an object's .BTF section, /sys/kernel/btf/vmlinux): the header (magic, version 1, no flags,

@@ -388,7 +388,7 @@ TEST_CASE("vmlinux types are found by kind and name, sized and searched for memb
     const auto start = std::chrono::steady_clock::now();
     const auto task = find_id(btf, BTF_KIND_STRUCT, "task_struct");
     const auto sock = find_id(btf, BTF_KIND_STRUCT, "sock");
-    CHECK(seconds_since(start) < 1.0 * kSlowdown); // the first lookup sorts the index
+    CHECK(seconds_since(start) < 1.0 * kSlowdown); // the first lookup builds the index
     CHECK(btf.type_size(task) == btf.type(task).size_or_type);
     const auto pid = btf.find_member(task, "pid");
     REQUIRE(pid.has_value());
@@ -910,7 +910,7 @@ TEST_CASE("many types naming one long string keep parsing, lookups, sanitizing a
     sanitize(btf, BtfKernelSupport{true, true, false, true, true, false, true, true});
     CHECK(btf.type(3).kind == BTF_KIND_INT);
     CHECK(encode(btf).size() == bytes.size());
-    CHECK(seconds_since(start) < 5.0 * kSlowdown);
+    CHECK(seconds_since(start) < 10.0 * kSlowdown);
 }
 
 // --- refusals: references ----------------------------------------------------------------------------------------
@@ -1093,8 +1093,7 @@ TEST_CASE("type_size follows modifiers, arrays, vars and tags, and refuses what 
     CHECK(error_of([&] { (void)btf.type_size(proto); }) == "section '.BTF': type [11] FUNC_PROTO (anon): has no size");
     CHECK(error_of([&] { (void)btf.type_size(big); }) ==
           "section '.BTF': type [10] ARRAY (anon): size of more than 4294967295 bytes");
-    // 2^32 elements: refused before their size counts.
-    CHECK(error_of([&] { (void)btf.type_size(wide); }) ==
+    CHECK(error_of([&] { (void)btf.type_size(wide); }) == // 2^16 x 2^16 ints
           "section '.BTF': type [14] ARRAY (anon): size of more than 4294967295 bytes");
 }
 
@@ -1108,6 +1107,47 @@ TEST_CASE("type_size and resolve end on a loop that a caller built after parsing
           "section '.BTF': type [2] TYPEDEF 't': a loop of types by value");
     CHECK(error_of([&] { (void)btf.resolve(2); }) == "section '.BTF': type [2] TYPEDEF 't': a loop of modifiers and "
                                                      "typedefs");
+}
+
+TEST_CASE("lookups see an edit made through mutable_type")
+{
+    Small s;
+    const auto td = s.b.add_typedef("t", s.int_id);
+    const auto p = s.b.add_ptr(s.int_id);
+    auto btf = parse_btf(s.b.build());
+    CHECK(btf.resolve(td) == s.int_id);
+    CHECK(btf.type_size(td) == 4);
+    btf.mutable_type(td).size_or_type = p;
+    CHECK(btf.resolve(td) == p);
+    CHECK(btf.type_size(td) == 8);
+}
+
+TEST_CASE("an array of no elements has size 0, however large its element")
+{
+    BtfBuilder b;
+    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto huge = b.add_array(b.add_array(i, i, 0x10000), i, 0x10000);
+    const auto none = b.add_array(huge, i, 0);
+    const auto btf = parse_btf(b.build());
+    CHECK(btf.type_size(none) == 0);
+    CHECK_THROWS_AS((void)btf.type_size(huge), Error);
+}
+
+TEST_CASE("a chain of 100000 typedefs named by 65535 map members is walked once, not once per member")
+{
+    // Without the caches, each member's resolve walks the whole chain: 6.5e9 steps.
+    BtfBuilder b;
+    const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);
+    const auto index = b.add_int("__ARRAY_SIZE_TYPE__", 4, 0, 32);
+    uint32_t top = b.add_ptr(b.add_array(i, index, BPF_MAP_TYPE_ARRAY));
+    for (int k = 0; k < 100000; ++k)
+        top = b.add_typedef("t", top);
+    const auto def = b.add_struct("", 8, std::vector<BtfBuilder::Member>(65535, {"type", top, 0}));
+    const auto var = b.add_var("m", def);
+    const auto btf = parse_btf(b.build());
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(parse_btf_map_def(btf, var).type == BPF_MAP_TYPE_ARRAY);
+    CHECK(seconds_since(start) < 5.0 * kSlowdown);
 }
 
 TEST_CASE("find_member finds members by name, inside anonymous structs and unions, with their bit offsets")
@@ -2036,11 +2076,12 @@ TEST_CASE("an empty CO-RE access string is refused")
 
 TEST_CASE("hostile counts parse in linear time: structs of 65535 members, a chain of 100000 typedefs")
 {
-    // 65535 members of 12 bytes each, the largest vlen, 64 times: a 50 MB blob.
+    // 65535 members of 12 bytes each, the largest vlen, 16 times: a 14 MB blob. Quadratic, this would take hours;
+    // the bound leaves room for a loaded machine.
     BtfBuilder b;
     const auto i = b.add_int("int", 4, BTF_INT_SIGNED, 32);
     std::vector<BtfBuilder::Member> members(65535, {"", i, 0});
-    for (int k = 0; k < 64; ++k)
+    for (int k = 0; k < 16; ++k)
         b.add_struct("", 4, members);
     uint32_t prev = i;
     for (int k = 0; k < 100000; ++k)
@@ -2050,5 +2091,5 @@ TEST_CASE("hostile counts parse in linear time: structs of 65535 members, a chai
     const auto btf = parse_btf(bytes);
     CHECK(btf.type_size(prev) == 4);
     CHECK(btf.resolve(prev) == i);
-    CHECK(seconds_since(start) < 5.0 * kSlowdown);
+    CHECK(seconds_since(start) < 30.0 * kSlowdown);
 }
