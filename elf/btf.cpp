@@ -27,10 +27,19 @@ constexpr uint32_t kInfoReserved = 0x60ff0000;
 constexpr uint32_t kIntReserved = 0xf0000000;
 // BPF's pointer size: libbpf enforces 8-byte pointers for BPF-targeted BTF.
 constexpr uint32_t kPointerSize = 8;
+// resolve()'s cache: not yet known (no type id reaches it: BTF_MAX_TYPE is 0xfffff).
+constexpr uint32_t kUnresolved = 0xffffffff;
 // libbpf's BPF_CORE_SPEC_MAX_LEN: the most indices an access string may hold.
 constexpr size_t kCoreSpecMaxLen = 64;
 // The longest name a message shows; hostile names can be megabytes long.
 constexpr size_t kMaxShownName = 80;
+// The kernel's KSYM_NAME_LEN: the longest identifier or DATASEC name it accepts (btf_name_valid_identifier,
+// btf_name_valid_section). Bounded names keep every per-type use of a name linear: many types may name one long
+// string.
+constexpr size_t kMaxName = 512;
+// .BTF.ext section names and CO-RE access strings (at most 64 indices of up to 10 digits: 704 bytes), bounded for
+// the same reason.
+constexpr size_t kMaxExtString = 1024;
 
 // The .BTF.ext header (libbpf's struct btf_ext_header; not in the UAPI headers). Offsets count from its end.
 struct BtfExtHeader {
@@ -131,6 +140,25 @@ std::string_view string_in(const std::string& strings, uint32_t offset)
     return std::string_view(strings.data() + offset);
 }
 
+// The string at `offset` (< strings.size()) if it ends within `max` bytes, else nullopt; reads at most max + 1
+// bytes.
+std::optional<std::string_view> bounded_string(const std::string& strings, uint32_t offset, size_t max)
+{
+    const size_t n = std::min(strings.size() - offset, max + 1);
+    const char* begin = strings.data() + offset;
+    const void* nul = std::memchr(begin, '\0', n);
+    if (nul == nullptr)
+        return std::nullopt;
+    return std::string_view(begin, static_cast<const char*>(nul));
+}
+
+// Kinds whose names the kernel does not check as identifiers: tag values, and the names of INT and FLOAT (which
+// libbpf's sanitizing gives a DECL_TAG's value).
+bool name_unbounded(uint32_t kind)
+{
+    return kind == BTF_KIND_DECL_TAG || kind == BTF_KIND_TYPE_TAG || kind == BTF_KIND_INT || kind == BTF_KIND_FLOAT;
+}
+
 bool is_modifier(uint32_t kind)
 {
     return kind == BTF_KIND_TYPEDEF || kind == BTF_KIND_VOLATILE || kind == BTF_KIND_CONST ||
@@ -166,7 +194,12 @@ std::string label_of(uint32_t id, const BtfType& t, const std::string& strings)
 {
     if (id == 0)
         return "void";
-    const auto name = t.name_off < strings.size() ? string_in(strings, t.name_off) : std::string_view();
+    // Only what printable() shows: a hostile name may be megabytes long.
+    std::string_view name;
+    if (t.name_off < strings.size()) {
+        name = std::string_view(strings.data() + t.name_off, std::min(strings.size() - t.name_off, kMaxShownName + 1));
+        name = name.substr(0, name.find('\0'));
+    }
     return "type [" + std::to_string(id) + "] " + btf_kind_name(t.kind) + " " +
            (name.empty() ? std::string("(anon)") : quoted(name));
 }
@@ -226,22 +259,29 @@ struct Parser {
 
     void check_name(uint32_t id, const BtfType& t) const
     {
+        const auto at = "type [" + std::to_string(id) + "] " + btf_kind_name(t.kind);
         if (t.name_off >= strings.size())
-            fail(section, "type [" + std::to_string(id) + "] " + btf_kind_name(t.kind) + ": name offset " +
-                              hex(t.name_off) + " is outside the string section (" + std::to_string(strings.size()) +
-                              " bytes)");
+            fail(section, at + ": name offset " + hex(t.name_off) + " is outside the string section (" +
+                              std::to_string(strings.size()) + " bytes)");
+        if (!name_unbounded(t.kind) && !bounded_string(strings, t.name_off, kMaxName))
+            fail(section,
+                 at + ": name is longer than the kernel's " + std::to_string(kMaxName) + " bytes (KSYM_NAME_LEN)");
     }
 
+    // A member, value or param name: a valid offset and no longer than an identifier the kernel accepts.
     void check_string(uint32_t id, uint32_t offset, const std::string& what) const
     {
         if (offset >= strings.size())
             fail_type(id, what + " name offset " + hex(offset) + " is outside the string section (" +
                               std::to_string(strings.size()) + " bytes)");
+        if (!bounded_string(strings, offset, kMaxName))
+            fail_type(id, what + " name is longer than the kernel's " + std::to_string(kMaxName) +
+                              " bytes (KSYM_NAME_LEN)");
     }
 
     void require_name(uint32_t id, const BtfType& t) const
     {
-        if (string_in(strings, t.name_off).empty())
+        if (strings[t.name_off] == '\0') // not the length: a hostile name may be long, and named by many types
             fail_type(id, "has no name");
     }
 
@@ -648,7 +688,7 @@ const BtfType& Btf::type(uint32_t id) const
 BtfType& Btf::mutable_type(uint32_t id)
 {
     (void)type(id);
-    indexed_ = false;
+    caches_.reset();
     return types_[id];
 }
 
@@ -656,14 +696,14 @@ uint32_t Btf::add_type(BtfType type)
 {
     if (types_.size() > BTF_MAX_TYPE)
         fail(section_, "cannot add a type past " + std::to_string(BTF_MAX_TYPE));
-    indexed_ = false;
+    caches_.reset();
     types_.push_back(std::move(type));
     return static_cast<uint32_t>(types_.size() - 1);
 }
 
 std::string& Btf::mutable_strings()
 {
-    indexed_ = false;
+    caches_.reset();
     return strings_;
 }
 
@@ -697,6 +737,7 @@ uint32_t Btf::add_string(std::string_view s)
     if (strings_.size() + s.size() + 1 > uint64_t{BTF_MAX_NAME_OFFSET} + 1)
         fail(section_, "string section would grow past " + hex(BTF_MAX_NAME_OFFSET));
     const auto offset = static_cast<uint32_t>(strings_.size());
+    caches_.reset(); // its views into strings_ may move
     strings_.append(s);
     strings_.push_back('\0');
     return offset;
@@ -714,45 +755,71 @@ std::string Btf::label(uint32_t id) const
 
 std::optional<uint32_t> Btf::find(uint32_t kind, std::string_view wanted) const
 {
-    if (!indexed_) {
-        by_name_.clear();
-        for (uint32_t id = 1; id < types_.size(); ++id)
-            if (types_[id].name_off != 0 && types_[id].name_off < strings_.size())
-                by_name_.push_back(id);
-        const auto key = [this](uint32_t id) {
-            return std::make_tuple(string_in(strings_, types_[id].name_off), types_[id].kind, id);
-        };
-        std::sort(by_name_.begin(), by_name_.end(), [&](uint32_t a, uint32_t b) { return key(a) < key(b); });
-        indexed_ = true;
+    if (!caches_.names_built) {
+        caches_.first.clear();
+        caches_.long_names.clear();
+        for (uint32_t id = 1; id < types_.size(); ++id) {
+            const auto& t = types_[id];
+            if (t.name_off == 0 || t.name_off >= strings_.size())
+                continue;
+            if (const auto n = bounded_string(strings_, t.name_off, kMaxName))
+                caches_.first.try_emplace(NameKey{*n, t.kind}, id); // ids ascend: the first stays
+            else
+                caches_.long_names.push_back(id);
+        }
+        caches_.names_built = true;
     }
-    const auto it =
-        std::lower_bound(by_name_.begin(), by_name_.end(), std::make_pair(wanted, kind),
-                         [this](uint32_t id, const std::pair<std::string_view, uint32_t>& w) {
-                             return std::make_pair(string_in(strings_, types_[id].name_off), types_[id].kind) < w;
-                         });
-    if (it == by_name_.end() || types_[*it].kind != kind || string_in(strings_, types_[*it].name_off) != wanted)
+    if (wanted.size() > kMaxName) {
+        for (const uint32_t id : caches_.long_names)
+            if (types_[id].kind == kind && string_in(strings_, types_[id].name_off) == wanted)
+                return id;
         return std::nullopt;
-    return *it;
+    }
+    const auto it = caches_.first.find(NameKey{wanted, kind});
+    if (it == caches_.first.end())
+        return std::nullopt;
+    return it->second;
 }
 
 uint32_t Btf::resolve(uint32_t id) const
 {
-    for (size_t steps = 0; steps <= types_.size(); ++steps) {
-        const BtfType& t = type(id);
-        if (!is_modifier(t.kind))
-            return id;
-        id = t.size_or_type;
+    (void)type(id);
+    auto& memo = caches_.resolved;
+    if (memo.size() != types_.size())
+        memo.assign(types_.size(), kUnresolved);
+    // Walk to the first type already resolved or not a modifier; every type passed resolves to the same.
+    std::vector<uint32_t> path;
+    uint32_t cur = id;
+    while (memo[cur] == kUnresolved && is_modifier(types_[cur].kind)) {
+        if (path.size() == types_.size())
+            fail(section_, label(id) + ": a loop of modifiers and typedefs");
+        path.push_back(cur);
+        cur = types_[cur].size_or_type;
+        (void)type(cur);
     }
-    fail(section_, label(id) + ": a loop of modifiers and typedefs");
+    const uint32_t result = memo[cur] != kUnresolved ? memo[cur] : cur;
+    memo[cur] = result;
+    for (const uint32_t p : path)
+        memo[p] = result;
+    return result;
 }
 
 uint32_t Btf::type_size(uint32_t id) const
 {
-    const uint32_t start = id;
-    uint64_t nelems = 1;
-    for (size_t steps = 0; steps <= types_.size(); ++steps) {
-        const BtfType& t = type(id);
-        uint64_t size = 0;
+    (void)type(id);
+    auto& memo = caches_.sizes;
+    if (memo.size() != types_.size())
+        memo.assign(types_.size(), SizeMemo{});
+    // Walk down to a type whose size is known or has its own, then give the types passed theirs, bottom up.
+    std::vector<uint32_t> path;
+    uint32_t cur = id;
+    SizeMemo m;
+    while (true) {
+        if (memo[cur].state != SizeMemo::kUnknown) {
+            m = memo[cur];
+            break;
+        }
+        const BtfType& t = types_[cur];
         switch (t.kind) {
         case BTF_KIND_INT:
         case BTF_KIND_STRUCT:
@@ -761,10 +828,10 @@ uint32_t Btf::type_size(uint32_t id) const
         case BTF_KIND_ENUM64:
         case BTF_KIND_DATASEC:
         case BTF_KIND_FLOAT:
-            size = t.size_or_type;
+            m = {t.size_or_type, 0, SizeMemo::kSized};
             break;
         case BTF_KIND_PTR:
-            size = kPointerSize;
+            m = {kPointerSize, 0, SizeMemo::kSized};
             break;
         case BTF_KIND_TYPEDEF:
         case BTF_KIND_VOLATILE:
@@ -773,26 +840,46 @@ uint32_t Btf::type_size(uint32_t id) const
         case BTF_KIND_VAR:
         case BTF_KIND_DECL_TAG:
         case BTF_KIND_TYPE_TAG:
-            id = t.size_or_type;
-            continue;
         case BTF_KIND_ARRAY:
-            nelems *= t.array.nelems;
-            if (nelems > std::numeric_limits<uint32_t>::max())
-                fail(section_, label(start) + ": size of more than " +
-                                   std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
-            id = t.array.type;
+            if (path.size() == types_.size())
+                fail(section_, label(id) + ": a loop of types by value");
+            path.push_back(cur);
+            cur = t.kind == BTF_KIND_ARRAY ? t.array.type : t.size_or_type;
+            (void)type(cur);
             continue;
-        default:
-            fail(section_,
-                 label(start) + ": " +
-                     (id == start ? std::string("has no size") : "has no size (it is made of " + label(id) + ")"));
+        default: // void, FWD, FUNC, FUNC_PROTO
+            m = {0, cur, SizeMemo::kNoSize};
+            break;
         }
-        if (nelems != 0 && size > std::numeric_limits<uint32_t>::max() / nelems)
-            fail(section_, label(start) + ": size of more than " +
-                               std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
-        return static_cast<uint32_t>(size * nelems);
+        memo[cur] = m;
+        break;
     }
-    fail(section_, label(start) + ": a loop of types by value");
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+        const BtfType& t = types_[*it];
+        if (t.kind == BTF_KIND_ARRAY && m.state != SizeMemo::kNoSize) {
+            // No elements: size 0, however large one would be (libbpf's nelems * size).
+            if (t.array.nelems == 0) {
+                m = {0, 0, SizeMemo::kSized};
+            } else if (m.state == SizeMemo::kSized) {
+                const uint64_t size = uint64_t{m.size} * t.array.nelems;
+                m = size > std::numeric_limits<uint32_t>::max()
+                        ? SizeMemo{0, 0, SizeMemo::kTooLarge}
+                        : SizeMemo{static_cast<uint32_t>(size), 0, SizeMemo::kSized};
+            }
+        }
+        memo[*it] = m;
+    }
+    switch (m.state) {
+    case SizeMemo::kSized:
+        return m.size;
+    case SizeMemo::kTooLarge:
+        fail(section_,
+             label(id) + ": size of more than " + std::to_string(std::numeric_limits<uint32_t>::max()) + " bytes");
+    default:
+        fail(section_, label(id) + ": " +
+                           (m.culprit == id ? std::string("has no size")
+                                            : "has no size (it is made of " + label(m.culprit) + ")"));
+    }
 }
 
 std::optional<BtfMemberRef> Btf::find_member(uint32_t id, std::string_view wanted) const
@@ -823,11 +910,9 @@ std::optional<BtfMemberRef> Btf::find_member(uint32_t id, std::string_view wante
         if (!member_name.empty())
             continue;
         const uint32_t inner = resolve(t.members[i].type);
-        if (is_composite(type(inner).kind) && searched.insert(inner).second) {
-            if (stack.size() > types_.size())
-                fail(section_, label(root) + ": a loop of anonymous members");
+        // Pushed once per type at most: even a loop a caller built after parsing ends.
+        if (is_composite(type(inner).kind) && searched.insert(inner).second)
             stack.push_back({inner, 0, offset});
-        }
     }
     return std::nullopt;
 }
@@ -1172,6 +1257,15 @@ void sanitize(Btf& btf, const BtfKernelSupport& kernel)
     }
 }
 
+std::vector<std::byte> encode_for_kernel(const Btf& btf, const BtfKernelSupport& kernel)
+{
+    if (kernel.all())
+        return encode(btf);
+    Btf copy = btf;
+    sanitize(copy, kernel);
+    return encode(copy);
+}
+
 // --- BTF-defined maps --------------------------------------------------------------------------------------------
 
 namespace {
@@ -1460,7 +1554,10 @@ struct ExtParser {
             if (!valid_string(sec.sec_name_off))
                 fail_at(entry, "name offset " + hex(sec.sec_name_off) + " is outside the .BTF string section (" +
                                    std::to_string(btf.strings().size()) + " bytes)");
-            const std::string sec_name(btf.string(sec.sec_name_off));
+            const auto bounded = bounded_string(btf.strings(), sec.sec_name_off, kMaxExtString);
+            if (!bounded)
+                fail_at(entry, "section name is longer than " + std::to_string(kMaxExtString) + " bytes");
+            const std::string sec_name(*bounded);
             if (sec_name.empty())
                 fail_at(entry, "names no section");
             const auto where = name + ": section " + quoted(sec_name);
@@ -1526,7 +1623,11 @@ struct ExtParser {
         out.type_id = raw.type_id;
         out.access_str_off = raw.access_str_off;
         out.kind = kind;
-        out.access = std::string(btf.string(raw.access_str_off));
+        const auto access = bounded_string(btf.strings(), raw.access_str_off, kMaxExtString);
+        if (!access)
+            fail_at(rec, "access string at offset " + hex(raw.access_str_off) + " is longer than " +
+                             std::to_string(kMaxExtString) + " bytes");
+        out.access = std::string(*access);
         auto accessors = parse_access(out.access);
         if (!accessors)
             fail_at(rec, "access string " + quoted(out.access) + " is not up to " + std::to_string(kCoreSpecMaxLen) +

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "elf/reader.hpp"
@@ -117,13 +118,14 @@ public:
     const std::vector<BtfType>& types() const { return types_; }
     // Throws base::Error for an id past the last type.
     const BtfType& type(uint32_t id) const;
-    // Invalidates the name index; the caller keeps the type consistent (vlen, references).
+    // The caller keeps the type consistent (vlen, references). Drops the lookup caches: edit through the reference
+    // before the next lookup (take it again after one), or the lookups answer from before the edit.
     BtfType& mutable_type(uint32_t id);
     // Returns the new type's id.
     uint32_t add_type(BtfType type);
 
-    // The string section, raw: name offsets index it. Edit in place through mutable_strings() (which invalidates the
-    // name index); add strings with add_string().
+    // The string section, raw: name offsets index it. Edit in place through mutable_strings() (which drops the
+    // lookup caches, as mutable_type does); add strings with add_string().
     const std::string& strings() const { return strings_; }
     std::string& mutable_strings();
     // The NUL-terminated string at `offset`; throws base::Error outside the string section.
@@ -136,10 +138,15 @@ public:
     // "type [12] STRUCT 'foo'", "type [3] PTR (anon)", for messages (non-printable bytes escaped).
     std::string label(uint32_t id) const;
 
-    // The lowest id of a type of `kind` named `name`. The first lookup sorts an index of the named types
-    // (O(n log n)); each lookup is then O(log n). Not safe to call concurrently with another first lookup.
+    // Lookups fill caches, so that hostile BTF (100000 typedefs in a row, named by 65535 members) keeps every use
+    // of them linear in all; a const Btf is therefore not safe to look up from two threads at once.
+
+    // The lowest id of a type of `kind` named `name`. The first lookup builds a hash index of the names (linear:
+    // each name is read up to 512 bytes at most; longer ones, which only INT, FLOAT and tags may have, are searched
+    // one by one); each lookup is then O(length of name).
     std::optional<uint32_t> find(uint32_t kind, std::string_view name) const;
-    // Follows TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG to the first other type (0 for void).
+    // Follows TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG to the first other type (0 for void). Throws
+    // base::Error on a loop (which parse_btf refuses, but a caller's edit may make).
     uint32_t resolve(uint32_t id) const;
     // The size in bytes of a value of type `id`, as libbpf's btf__resolve_size: INT, ENUM, ENUM64, STRUCT, UNION,
     // DATASEC and FLOAT by their size, PTR by 8 (BPF's pointer size), ARRAY by elements x element size, through
@@ -159,16 +166,64 @@ private:
     std::string section_;
     std::vector<BtfType> types_;
     std::string strings_;
-    mutable std::vector<uint32_t> by_name_; // ids of named types sorted by (name, kind, id); built by find()
-    mutable bool indexed_ = false;
+    // The lookups' caches. The name index holds views into strings_, so a copy or a move of the Btf starts without
+    // caches.
+    struct NameKey {
+        std::string_view name;
+        uint32_t kind;
+        bool operator==(const NameKey&) const = default;
+    };
+    struct NameKeyHash {
+        size_t operator()(const NameKey& k) const noexcept
+        {
+            return std::hash<std::string_view>{}(k.name) * 31 + k.kind;
+        }
+    };
+    // type_size() per id: unknown yet, a size, no size (made of `culprit`), or more than UINT32_MAX.
+    struct SizeMemo {
+        enum State : uint8_t { kUnknown, kSized, kNoSize, kTooLarge };
+        uint32_t size = 0;
+        uint32_t culprit = 0;
+        State state = kUnknown;
+    };
+    struct Caches {
+        Caches() = default;
+        Caches(const Caches&) noexcept {}
+        Caches(Caches&&) noexcept {}
+        Caches& operator=(const Caches&) noexcept
+        {
+            reset();
+            return *this;
+        }
+        Caches& operator=(Caches&&) noexcept
+        {
+            reset();
+            return *this;
+        }
+        void reset() noexcept
+        {
+            names_built = false;
+            first.clear();
+            long_names.clear();
+            resolved.clear();
+            sizes.clear();
+        }
+        bool names_built = false;
+        std::unordered_map<NameKey, uint32_t, NameKeyHash> first; // (name, kind) -> the lowest id
+        std::vector<uint32_t> long_names;                         // ids of types named past 512 bytes
+        std::vector<uint32_t> resolved;                           // resolve() per id; kUnresolved until known
+        std::vector<SizeMemo> sizes;
+    };
+    mutable Caches caches_;
 };
 
 // Parses a BTF blob (an object's .BTF section, /sys/kernel/btf/vmlinux): the header (magic, version 1, no flags,
 // hdr_len >= 24 with any further header bytes zero, 4-byte aligned type section, type and string sections inside
 // the blob and apart), the string section (starts and ends with NUL) and every kind Linux 6.18 accepts, INT to
-// ENUM64. Checks every name offset, every type id a type refers to, the tails vlen implies, and that no type
-// contains itself by value (a loop through typedefs, modifiers, arrays, struct members or vars). Linear in the size
-// of the blob. Throws base::Error "section 'SECTION': type [ID] KIND 'name': defect" on any malformed input.
+// ENUM64. Checks every name offset (and, as the kernel, that identifier and DATASEC names are at most 512 bytes,
+// KSYM_NAME_LEN), every type id a type refers to, the tails vlen implies, and that no type contains itself by value
+// (a loop through typedefs, modifiers, arrays, struct members or vars). Linear in the size of the blob. Throws
+// base::Error "section 'SECTION': type [ID] KIND 'name': defect" on any malformed input.
 Btf parse_btf(std::span<const std::byte> bytes, std::string_view section = ".BTF");
 
 // Writes the blob back: a 24-byte header, the types, the strings, as clang and pahole lay them out. For an
@@ -221,14 +276,19 @@ struct BtfKernelSupport {
 //   !decl_tag: DECL_TAG -> INT size 1, 8 bits (name kept)
 //   !qmark_datasec (datasec supported): a DATASEC name's leading '?' -> '_'
 //   !func:     FUNC_PROTO -> ENUM of size 4 with one value per param (name, type id as value); FUNC -> TYPEDEF
-//   !func_global (func supported): FUNC global -> FUNC static
+//   !func_global (func supported): every FUNC -> linkage static (libbpf does not look at the linkage it had)
 //   !float_:   FLOAT -> anonymous STRUCT of the same size, no members
 //   !type_tag: TYPE_TAG -> anonymous CONST of the same type
 //   !enum64:   ENUM loses its kflag; ENUM64 -> UNION of the same size, each value a member of type
-//              'enum64_placeholder' (an INT of size 1 and 0 bits, added once, at the end) at offset 0
-// String offsets are edited in place, as libbpf does: a string shared with another name changes there too.
+//              'enum64_placeholder' (an INT of size 1, 8 bits, no encoding, added once, at the end) at offset 0
+// Names are edited in place in the string section, as libbpf does: a string shared with another name changes there
+// too.
 // Throws base::Error when a DATASEC var offset * 8 does not fit a member's 32-bit offset.
 void sanitize(Btf& btf, const BtfKernelSupport& kernel);
+
+// What BPF_BTF_LOAD takes for `btf` (fixed up already) on `kernel`: a sanitized copy, encoded. The ids stay those of
+// `btf`, so map key/value ids and func_info type ids found in it hold for the loaded BTF.
+std::vector<std::byte> encode_for_kernel(const Btf& btf, const BtfKernelSupport& kernel);
 
 // --- BTF-defined maps --------------------------------------------------------------------------------------------
 

@@ -130,12 +130,23 @@ inline std::string check_btf(const elf::Btf& btf, std::span<const std::byte> byt
                 return "find: type [" + std::to_string(id) + "] is not found by its kind and name";
         }
         if ((t.kind == BTF_KIND_STRUCT || t.kind == BTF_KIND_UNION) && !t.members.empty()) {
-            const auto member = btf.string(t.members[0].name_off);
-            if (!member.empty()) {
-                const auto ref = btf.find_member(id, member);
+            const auto first = btf.string(t.members[0].name_off);
+            if (!first.empty()) {
+                const auto ref = btf.find_member(id, first);
                 if (!ref || ref->parent != id || ref->index != 0)
                     return "find_member: type [" + std::to_string(id) + "] does not find its first member";
             }
+            // The last member's name may first be found inside an anonymous member; whatever is found has the name.
+            const auto last = btf.string(t.members.back().name_off);
+            if (!last.empty()) {
+                const auto ref = btf.find_member(id, last);
+                if (!ref || btf.string(btf.type(ref->parent).members.at(ref->index).name_off) != last)
+                    return "find_member: type [" + std::to_string(id) + "] does not find its last member";
+            }
+            // A name no C member has (a hostile one may): the whole walk through anonymous members, each type once.
+            if (const auto ref = btf.find_member(id, "\x01");
+                ref && btf.string(btf.type(ref->parent).members.at(ref->index).name_off) != "\x01")
+                return "find_member: type [" + std::to_string(id) + "] finds a member of another name";
         }
     }
     try {
@@ -180,6 +191,9 @@ inline std::string check_btf(const elf::Btf& btf, std::span<const std::byte> byt
             return "sanitize: a kernel that supports everything changed the BTF";
         if (auto v = check_encodes(s, "sanitize"); !v.empty())
             return v + " (kernel level " + std::to_string(level) + ")";
+        if (elf::encode_for_kernel(btf, kernel_level(level)) != elf::encode(s))
+            return "encode_for_kernel: not the encoding of the sanitized copy (kernel level " + std::to_string(level) +
+                   ")";
     }
     return {};
 }
