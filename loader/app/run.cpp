@@ -21,7 +21,6 @@ namespace sockredir::app {
 
 using base::Error;
 using base::Fd;
-namespace sys = ebpf::sys;
 
 namespace {
 
