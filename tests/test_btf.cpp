@@ -21,6 +21,7 @@
 #include "elf/btf.hpp"
 #include "elf/reader.hpp"
 #include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
 #include "tests/btf_builder.hpp"
 
 using namespace sockredir;
@@ -30,23 +31,12 @@ using namespace sockredir::test;
 
 namespace {
 
-Bytes file_bytes(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE_MESSAGE(in, "cannot open " << path);
-    const std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    Bytes out(chars.size());
-    if (!chars.empty())
-        std::memcpy(out.data(), chars.data(), chars.size());
-    return out;
-}
-
 // An object meson built; the variable is set by meson.build's test_env.
 Bytes env_object(const char* var)
 {
     const char* path = std::getenv(var);
     REQUIRE_MESSAGE((path != nullptr && *path != '\0'), std::string(var) << " is not set (meson test sets it)");
-    return file_bytes(path);
+    return base::read_file_bytes(path);
 }
 
 struct Object {
@@ -374,7 +364,7 @@ TEST_CASE("sanitizing the test object for a kernel without BTF extensions leaves
 TEST_CASE("the running kernel's BTF parses in well under a second and encodes back byte for byte" *
           doctest::skip(skip_vmlinux()))
 {
-    const auto bytes = file_bytes("/sys/kernel/btf/vmlinux");
+    const auto bytes = base::read_file_bytes("/sys/kernel/btf/vmlinux");
     const auto start = std::chrono::steady_clock::now();
     const auto btf = parse_btf(bytes, "vmlinux");
     CHECK(seconds_since(start) < 1.0 * kSlowdown);
@@ -384,7 +374,7 @@ TEST_CASE("the running kernel's BTF parses in well under a second and encodes ba
 
 TEST_CASE("vmlinux types are found by kind and name, sized and searched for members" * doctest::skip(skip_vmlinux()))
 {
-    const auto btf = parse_btf(file_bytes("/sys/kernel/btf/vmlinux"), "vmlinux");
+    const auto btf = parse_btf(base::read_file_bytes("/sys/kernel/btf/vmlinux"), "vmlinux");
     const auto start = std::chrono::steady_clock::now();
     const auto task = find_id(btf, BTF_KIND_STRUCT, "task_struct");
     const auto sock = find_id(btf, BTF_KIND_STRUCT, "sock");

@@ -16,6 +16,7 @@
 #include "elf/btf.hpp"
 #include "elf/core.hpp"
 #include "loader/base/error.hpp"
+#include "loader/base/file.hpp"
 #include "loader/ebpf/insn.hpp"
 #include "loader/ebpf/spec.hpp"
 #include "tests/btf_builder.hpp"
@@ -900,31 +901,20 @@ namespace {
 
 constexpr const char* kVmlinux = "/sys/kernel/btf/vmlinux";
 
-std::vector<std::byte> file_bytes(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE_MESSAGE(in, "cannot open " << path);
-    const std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> out(chars.size());
-    if (!chars.empty())
-        std::memcpy(out.data(), chars.data(), chars.size());
-    return out;
-}
-
 } // namespace
 
 TEST_CASE("the tracing object's CO-RE relocations resolve against this kernel's BTF to its own offsets")
 {
     const char* path = std::getenv("SOCKREDIR_TRACE_TP_OBJECT");
     REQUIRE_MESSAGE((path != nullptr && *path != '\0'), "SOCKREDIR_TRACE_TP_OBJECT is not set (meson test sets it)");
-    const auto spec = ebpf::open_object(file_bytes(path));
+    const auto spec = ebpf::open_object(base::read_file_bytes(path));
     REQUIRE(spec.btf.has_value());
     const auto& p = spec.programs.at("trace_recv_tp");
     REQUIRE(p.core_relos.size() >= 3); // sk->sk_socket, so->file, file->f_flags
 
     if (!std::ifstream(kVmlinux, std::ios::binary))
         SKIP_TEST_CASE(std::string(kVmlinux) + " is not readable: this kernel has no BTF");
-    const Btf kernel = parse_btf(file_bytes(kVmlinux), kVmlinux);
+    const Btf kernel = parse_btf(base::read_file_bytes(kVmlinux), kVmlinux);
     const Btf& local = *spec.btf;
     auto insns = p.insns;
     const auto stats = apply_core_relocations(insns, p.core_relos, 0, local, kernel, p.name);
