@@ -61,7 +61,7 @@ MapSpec map_spec(const elf::MapSpec& m)
     return s;
 }
 
-ProgramSpec program_spec(const elf::ProgramSpec& p, const elf::ObjectSpec& object)
+ProgramSpec program_spec(elf::ProgramSpec& p, const elf::ObjectSpec& object)
 {
     const SectionType* t = section_type(p.section);
     if (t == nullptr) {
@@ -79,10 +79,11 @@ ProgramSpec program_spec(const elf::ProgramSpec& p, const elf::ObjectSpec& objec
     s.attach_type = t->attach_type;
     if (t->prefix)
         s.attach_to = p.section.substr(p.section.find('/') + 1);
-    s.insns = p.insns;
-    s.func_info = p.func_info;
-    s.line_info = p.line_info;
-    s.core_relos = p.core_relos;
+    // The parsed object is ours to take apart: its instructions and records move, they are not copied.
+    s.insns = std::move(p.insns);
+    s.func_info = std::move(p.func_info);
+    s.line_info = std::move(p.line_info);
+    s.core_relos = std::move(p.core_relos);
     for (const auto& r : p.relocations) {
         if (r.map >= object.maps.size())
             throw Error("section " + quoted(p.section) + ": relocation names map #" + std::to_string(r.map) + " of " +
@@ -113,14 +114,14 @@ void CollectionSpec::set_max_entries(std::string_view map, uint32_t max_entries)
     maps.at(map).max_entries = max_entries;
 }
 
-CollectionSpec make_collection_spec(const elf::ObjectSpec& object)
+CollectionSpec make_collection_spec(elf::ObjectSpec object)
 {
     CollectionSpec spec;
     spec.license = object.license;
-    spec.btf = object.btf;
+    spec.btf = std::move(object.btf);
     for (const auto& m : object.maps)
         spec.maps.add(map_spec(m));
-    for (const auto& p : object.programs)
+    for (auto& p : object.programs)
         spec.programs.add(program_spec(p, object));
     return spec;
 }

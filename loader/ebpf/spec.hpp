@@ -130,7 +130,7 @@ struct CollectionSpec {
 
 // The open phase (libbpf bpf_object__open, cilium LoadCollectionSpec): from the parsed object to what the loader
 // will do, refusing by name every program section, map type and relocation it does not support. No syscall.
-CollectionSpec make_collection_spec(const elf::ObjectSpec& object);
+CollectionSpec make_collection_spec(elf::ObjectSpec object);
 // elf::parse_object + make_collection_spec.
 CollectionSpec open_object(std::span<const std::byte> bytes);
 
