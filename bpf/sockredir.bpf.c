@@ -1,5 +1,13 @@
-/* sockredir data path: sock_ops fills the sockhash with same-host sockets, sk_msg redirects each message into the peer. */
+/*
+ * sockredir data path. sock_ops puts same-host sockets into the sockhash; sk_msg hands each message to the peer
+ * socket -- but only where the application cannot tell: a direction starts on TCP and is redirected once its reader
+ * has been seen reading in a way the redirect path serves exactly as TCP does (the receive-path observer, below)
+ * and has read every byte sent by TCP; it goes back to TCP when the reader lags by more than --max-inflight, and
+ * for good, with both sockets taken out of the map, when the reader reads in a way the redirect path breaks
+ * (kernel-notes.md sections 1, 2 and 7).
+ */
 #include "helpers.h"
+#include "kernel.h"
 #include "sockredir_shared.h"
 #include "sockredir_maps.h"
 
@@ -67,26 +75,51 @@ static __always_inline int port_selected(const struct sockredir_config *cfg, __u
 	return (cfg->ports[port >> 6] >> (port & 63)) & 1;
 }
 
-SEC("sockops")
-int sockredir_sockops(struct bpf_sock_ops *skops)
-{
-	struct sockredir_key key;
-	struct sockredir_config *cfg;
-	__u32 local[4], remote[4];
-	__u32 zero = 0;
-	__u32 *path;
-	struct bpf_sock *sk;
-	__u32 family;
 
-	/* Only the two "connection established" callbacks interest us. */
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+/* Which side of a connection reads what it learns: the server's end is known by its (listening) local port, the
+ * client's end by its peer's port. Both ends of one connection share the port; `side` tells them apart. */
+static __always_inline void learn_key_of(const struct sockredir_key *key, __u32 passive, struct sockredir_learn_key *lk)
+{
+	lk->netns_cookie = key->netns_cookie;
+	lk->port = passive ? key->local_port : key->remote_port;
+	lk->side = passive ? 1 : 0;
+	lk->reserved = 0;
+}
+
+/* Nothing redirected to this socket is unread: its psock (if any) has an empty ingress_msg list. */
+static __always_inline int ingress_empty(struct sock *sk)
+{
+	unsigned long data = (unsigned long)sk->sk_user_data & SR_SK_USER_DATA_PTRMASK;
+	struct sk_psock *psock = (struct sk_psock *)data;
+	struct list_head *next = 0;
+
+	if (!psock)
 		return 1;
+	if (bpf_probe_read_kernel(&next, sizeof(next), &psock->ingress_msg.next))
+		return 0;
+	return next == &psock->ingress_msg;
+}
+
+static __always_inline int established(struct bpf_sock_ops *skops, __u32 passive)
+{
+	struct sockredir_learn_key lk;
+	struct sockredir_flow flow;
+	struct sockredir_sock *me;
+	struct sockredir_config *cfg;
+	struct sockredir_key key, peer;
+	__u32 local[4], remote[4];
+	struct tcp_sock *tp;
+	struct bpf_sock *sk;
+	__u32 zero = 0;
+	__u32 family;
+	__u32 *bad;
+
 	family = skops->family;
 	if (family != SOCKREDIR_AF_INET && family != SOCKREDIR_AF_INET6)
 		return 1;
 
 	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memset(&peer, 0, sizeof(peer));
 	__builtin_memset(local, 0, sizeof(local));
 	__builtin_memset(remote, 0, sizeof(remote));
 	if (family == SOCKREDIR_AF_INET) {
@@ -105,12 +138,16 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
 	key_set_addrs(&key, family, local, remote);
 	if (!peer_is_local(&key))
 		return 1;
+	key_set_addrs(&peer, family, remote, local);
 
 	key.netns_cookie = bpf_get_netns_cookie(skops);
 	/* local_port: host byte order in the low 16 bits. */
 	key.local_port = (__u16)skops->local_port;
 	/* remote_port: network byte order in the upper 16 bits of the u32. */
 	key.remote_port = (__u16)sr_bswap32(skops->remote_port);
+	peer.netns_cookie = key.netns_cookie;
+	peer.local_port = key.remote_port;
+	peer.remote_port = key.local_port;
 
 	/* attach --ports: a connection of no selected port stays on TCP and costs nothing per message. */
 	cfg = bpf_map_lookup_elem(&config, &zero);
@@ -118,85 +155,298 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
 	    !port_selected(cfg, key.remote_port))
 		return 1;
 
-	/*
-	 * Create the socket's path state before the socket can redirect: the
-	 * sk_msg side relies on it to never switch a connection from TCP to
-	 * redirection. A socket without it stays off the map (and on TCP).
-	 */
 	sk = skops->sk;
-	if (!sk) {
-		count(SOCKREDIR_INSERT_FAILED, 1);
-		return 1;
-	}
-	path = bpf_sk_storage_get(&path_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!path) {
-		count(SOCKREDIR_INSERT_FAILED, 1);
-		return 1;
-	}
-	/* Data already sent by TCP (TCP Fast Open in the SYN): stay on TCP. */
-	if (skops->data_segs_out)
-		*path = SOCKREDIR_PATH_TCP;
+	if (!sk)
+		goto failed;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		goto failed;
 
-	if (bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST) == 0)
+	/*
+	 * A client socket in blocking mode would meet tcp_bpf_recvmsg()'s EAGAIN on any wake-up without data
+	 * (kernel-notes.md section 1): keep it off the map. A server's end has no file yet (accept() has not run);
+	 * its reads are watched by the observer instead.
+	 */
+	if (!passive) {
+		struct socket *so = ((struct sock *)tp)->sk_socket;
+		struct file *f = so ? so->file : 0;
+
+		if (!f || !(f->f_flags & SR_O_NONBLOCK)) {
+			count(SOCKREDIR_SKIPPED_BLOCKING, 1);
+			return 1;
+		}
+	}
+	learn_key_of(&key, passive, &lk);
+	bad = bpf_map_lookup_elem(&learned, &lk);
+	if (bad && *bad == SOCKREDIR_LEARNED_BAD) {
+		count(SOCKREDIR_SKIPPED_LEARNED, 1);
+		return 1;
+	}
+
+	/* The socket's state and the flow into it exist before it can redirect or be redirected to. */
+	me = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me)
+		goto failed;
+	me->key = key;
+	me->peer = peer;
+	me->path = SOCKREDIR_PATH_TCP;
+	me->flags = passive ? SOCKREDIR_SOCK_PASSIVE : 0;
+	me->copied_seq = tp->copied_seq;
+	__builtin_memset(&flow, 0, sizeof(flow));
+	flow.rx_copied_seq = tp->copied_seq;
+	flow.port = lk.port;
+	flow.side = lk.side;
+	if (bpf_map_update_elem(&flows, &key, &flow, BPF_ANY) != 0)
+		goto failed;
+	/*
+	 * Every segment it sends (data or ACK) runs sock_ops: where a socket that must leave the map can (sk_msg and
+	 * the observer may not delete). A redirected connection sends almost none. State changes: cleanup.
+	 */
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG);
+
+	if (bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST) == 0) {
 		count(SOCKREDIR_SOCKETS_ADDED, 1);
-	else
-		count(SOCKREDIR_INSERT_FAILED, 1);
+		return 1;
+	}
+	bpf_map_delete_elem(&flows, &key);
+failed:
+	count(SOCKREDIR_INSERT_FAILED, 1);
 	return 1;
+}
+
+/*
+ * A socket marked for eviction leaves the map on its next callback once nothing redirected to it is unread (the
+ * kernel would free it) and the direction into it has been closed long enough for any sendmsg that saw it open to
+ * have enqueued its message.
+ */
+static __always_inline void maybe_evict(struct bpf_sock_ops *skops, struct sockredir_sock *me)
+{
+	struct sockredir_flow *flow;
+	struct tcp_sock *tp;
+
+	if (!(me->flags & SOCKREDIR_SOCK_EVICT) || (me->flags & SOCKREDIR_SOCK_EVICTED))
+		return;
+	/* Nothing was ever redirected to it: no sendmsg can be between its verdict and the enqueue. */
+	flow = bpf_map_lookup_elem(&flows, &me->key);
+	if (flow && flow->redirected_msgs != 0 && bpf_ktime_get_ns() - flow->never_ns < SOCKREDIR_EVICT_DELAY_NS)
+		return;
+	if (!skops->sk)
+		return;
+	tp = bpf_skc_to_tcp_sock(skops->sk);
+	if (!tp || !ingress_empty((struct sock *)tp))
+		return;
+	if (bpf_map_delete_elem(&sock_hash, &me->key) == 0) {
+		me->flags |= SOCKREDIR_SOCK_EVICTED;
+		count(SOCKREDIR_SOCKETS_EVICTED, 1);
+		/* Back to plain TCP: no more callbacks per segment, only the close. */
+		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	}
+}
+
+SEC("sockops")
+int sockredir_sockops(struct bpf_sock_ops *skops)
+{
+	struct sockredir_sock *me;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		return established(skops, skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB);
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		/* Not from tcp_current_mss() inside a sendmsg: only where a segment is really being built. */
+		if (skops->args[0] & BPF_WRITE_HDR_TCP_CURRENT_MSS)
+			return 1;
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		break;
+	default:
+		return 1;
+	}
+	if (!skops->sk)
+		return 1;
+	me = bpf_sk_storage_get(&sock_state, skops->sk, 0, 0);
+	if (!me)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE) {
+		/* The sockhash forgets a closed socket by itself; the flow into it is ours to forget. */
+		bpf_map_delete_elem(&flows, &me->key);
+		return 1;
+	}
+	maybe_evict(skops, me);
+	return 1;
+}
+
+/* Close both directions of a connection to redirection, for good, and mark the socket to leave the map. */
+static __always_inline void close_connection(struct sockredir_sock *me, struct sockredir_flow *in, __u32 why)
+{
+	struct sockredir_flow *out = bpf_map_lookup_elem(&flows, &me->peer);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!in->never) {
+		in->never_ns = now;
+		in->reason = why;
+		in->never = 1;
+		count(why, 1);
+	}
+	/* Its own sends must take TCP too: the ACKs they bring back are where the socket can leave the map. */
+	if (out && !out->never) {
+		out->never_ns = now;
+		out->reason = why;
+		out->never = 1;
+	}
+	me->flags |= SOCKREDIR_SOCK_EVICT;
+}
+
+/*
+ * The receive-path observer: every recvmsg of a socket in our map, after the fact, with the flags the kernel saw.
+ * It proves a reader compatible (a non-blocking read, no SO_PEEK_OFF, SO_RCVLOWAT, MSG_OOB or MSG_TRUNC: what
+ * tcp_bpf_recvmsg() serves exactly as tcp_recvmsg() does), closes the connection to redirection otherwise, and
+ * counts what the reader consumed of the redirected bytes (flow control).
+ */
+static __always_inline int observe(struct sock *sk, int ret, int flags)
+{
+	struct sockredir_learn_key lk;
+	struct sockredir_flow *flow;
+	struct sockredir_sock *me;
+	struct tcp_sock *tp;
+	__u32 bad = SOCKREDIR_LEARNED_BAD;
+	__u32 why = 0;
+	__u32 copied;
+
+	if (!sk || (flags & SR_MSG_ERRQUEUE))
+		return 0;
+	me = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!me)
+		return 0;
+	flow = bpf_map_lookup_elem(&flows, &me->key);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!flow || !tp)
+		return 0;
+
+	if (!(flags & SR_MSG_DONTWAIT)) {
+		why = SOCKREDIR_READER_BLOCKING;
+		if (ret == -SR_EAGAIN)
+			count(SOCKREDIR_EAGAIN_SEEN, 1);
+	} else if (sk->sk_peek_off >= 0) {
+		why = SOCKREDIR_READER_PEEK_OFF;
+	} else if (sk->sk_rcvlowat > 1) {
+		why = SOCKREDIR_READER_LOWAT;
+	} else if (flags & (SR_MSG_OOB | SR_MSG_TRUNC)) {
+		why = SOCKREDIR_READER_FLAGS;
+	}
+	if (why) {
+		close_connection(me, flow, why);
+		learn_key_of(&me->key, me->flags & SOCKREDIR_SOCK_PASSIVE, &lk);
+		bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+	} else if (!flow->reader_ok) {
+		flow->reader_ok = 1;
+	}
+
+	copied = tp->copied_seq;
+	if (ret > 0 && !(flags & SR_MSG_PEEK)) {
+		/* tcp_bpf_recvmsg() serves a read from the redirect queue or from TCP's, never both: TCP's moves
+		 * copied_seq. */
+		if (copied == me->copied_seq) {
+			__sync_fetch_and_add(&flow->read_bytes, ret);
+			__sync_fetch_and_add(&flow->read_msgs, 1);
+		}
+		me->copied_seq = copied;
+	}
+	/* Every redirected byte read: so is every message (read_msgs is a lower bound until then). */
+	if (flow->read_bytes >= flow->redirected_bytes)
+		flow->read_msgs = flow->redirected_msgs;
+	flow->rx_copied_seq = copied;
+	return 0;
+}
+
+/* sock:sock_recv_length (Linux 6.5+), fired by sock_recvmsg() for every socket: TP_PROTO(sk, ret, flags). */
+SEC("tp_btf/sock_recv_length")
+int sockredir_observe_tp(__u64 *ctx)
+{
+	return observe((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
+}
+
+/* The same where that tracepoint does not exist (6.1): sock_recvmsg(sock, msg, flags) returning ret. */
+SEC("fexit/sock_recvmsg")
+int sockredir_observe_fexit(__u64 *ctx)
+{
+	struct socket *so = (struct socket *)ctx[0];
+
+	return observe(so ? so->sk : 0, (int)ctx[3], (int)ctx[2]);
 }
 
 SEC("sk_msg")
 int sockredir_msg(struct sk_msg_md *msg)
 {
-	struct sockredir_key key;
 	struct sockredir_config *cfg;
-	__u32 local[4], remote[4];
+	struct sockredir_flow *flow;
+	struct sockredir_sock *me;
+	struct tcp_sock *tp;
+	__u64 queued;
 	__u32 zero = 0;
-	__u32 *path;
-	__u32 family;
-	struct bpf_sock *sk = msg->sk;
+	__u32 why;
 
-	/* Created by sock_ops before the socket entered the map; absent means: do not touch. */
-	path = bpf_sk_storage_get(&path_state, sk, 0, 0);
-	if (!path || *path == SOCKREDIR_PATH_TCP)
-		goto pass;
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (cfg && (cfg->flags & SOCKREDIR_F_DRAINING))
-		goto to_tcp;
-
-	family = msg->family;
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memset(local, 0, sizeof(local));
-	__builtin_memset(remote, 0, sizeof(remote));
-	/* The peer's key: our remote is its local and the other way round. */
-	if (family == SOCKREDIR_AF_INET) {
-		local[0] = msg->remote_ip4; /* network byte order */
-		remote[0] = msg->local_ip4; /* network byte order */
-	} else {
-		local[0] = msg->remote_ip6[0]; /* network byte order, word by word */
-		local[1] = msg->remote_ip6[1];
-		local[2] = msg->remote_ip6[2];
-		local[3] = msg->remote_ip6[3];
-		remote[0] = msg->local_ip6[0];
-		remote[1] = msg->local_ip6[1];
-		remote[2] = msg->local_ip6[2];
-		remote[3] = msg->local_ip6[3];
-	}
-	key_set_addrs(&key, family, local, remote);
-	key.netns_cookie = bpf_get_netns_cookie(msg);
-	/* remote_port: network byte order in the upper 16 bits; local_port: host order. */
-	key.local_port = (__u16)sr_bswap32(msg->remote_port);
-	key.remote_port = (__u16)msg->local_port;
-
-	if (bpf_msg_redirect_hash(msg, &sock_hash, &key, BPF_F_INGRESS) == SK_PASS) {
-		count(SOCKREDIR_MSG_REDIRECTED, 1);
-		count(SOCKREDIR_BYTES_REDIRECTED, msg->size);
+	/* Made by sock_ops before the socket entered the map; absent means: not ours, do not touch. */
+	me = bpf_sk_storage_get(&sock_state, msg->sk, 0, 0);
+	if (!me) {
+		count(SOCKREDIR_MSG_PASSED, 1);
 		return SK_PASS;
 	}
-to_tcp:
-	/* No peer (yet), or draining: this socket's data takes TCP from now on, for good. */
-	*path = SOCKREDIR_PATH_TCP;
-pass:
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || (cfg->flags & SOCKREDIR_F_DRAINING)) {
+		why = SOCKREDIR_PASS_DRAINING;
+		goto tcp;
+	}
+	flow = bpf_map_lookup_elem(&flows, &me->peer);
+	if (!flow) {
+		why = SOCKREDIR_PASS_NO_PEER;
+		goto tcp;
+	}
+	if (flow->never) {
+		why = SOCKREDIR_PASS_INCOMPATIBLE;
+		me->flags |= SOCKREDIR_SOCK_EVICT;
+		goto tcp;
+	}
+	/* Flow control: what the reader has not read yet, each message with the kernel memory it holds. */
+	queued = (flow->redirected_bytes - flow->read_bytes) +
+		 (flow->redirected_msgs - flow->read_msgs) * SOCKREDIR_MSG_COST;
+	if (queued + msg->size + SOCKREDIR_MSG_COST > cfg->max_inflight) {
+		why = SOCKREDIR_PASS_HELD;
+		goto tcp;
+	}
+	if (me->path != SOCKREDIR_PATH_REDIRECT) {
+		if (!flow->reader_ok) {
+			why = SOCKREDIR_PASS_UNPROVEN;
+			goto tcp;
+		}
+		/*
+		 * From TCP to redirection only when the reader has read every byte this socket ever sent by TCP
+		 * (same sequence space: its copied_seq is our write_seq) and every redirected one: otherwise the
+		 * reader, which drains the redirect queue first, would reorder them.
+		 */
+		tp = bpf_skc_to_tcp_sock(msg->sk);
+		if (!tp || tp->write_seq != flow->rx_copied_seq || flow->read_bytes != flow->redirected_bytes) {
+			why = SOCKREDIR_PASS_CATCHING_UP;
+			goto tcp;
+		}
+	}
+	if (bpf_msg_redirect_hash(msg, &sock_hash, &me->peer, BPF_F_INGRESS) != SK_PASS) {
+		why = SOCKREDIR_PASS_NO_PEER;
+		goto tcp;
+	}
+	if (me->path != SOCKREDIR_PATH_REDIRECT) {
+		me->path = SOCKREDIR_PATH_REDIRECT;
+		count(SOCKREDIR_PROMOTED, 1);
+	}
+	__sync_fetch_and_add(&flow->redirected_bytes, msg->size);
+	__sync_fetch_and_add(&flow->redirected_msgs, 1);
+	count(SOCKREDIR_MSG_REDIRECTED, 1);
+	count(SOCKREDIR_BYTES_REDIRECTED, msg->size);
+	return SK_PASS;
+tcp:
+	me->path = SOCKREDIR_PATH_TCP;
 	count(SOCKREDIR_MSG_PASSED, 1);
+	count(why, 1);
 	return SK_PASS;
 }
 

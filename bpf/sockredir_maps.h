@@ -1,4 +1,4 @@
-/* The four maps, declared the way libbpf declares them: BTF-defined, in section ".maps". */
+/* The maps, declared the way libbpf declares them: BTF-defined, in section ".maps". */
 #ifndef SOCKREDIR_MAPS_H
 #define SOCKREDIR_MAPS_H
 
@@ -41,8 +41,25 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__type(key, int);
-	__type(value, __u32);
+	__type(value, struct sockredir_sock);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} path_state SEC(".maps");
+} sock_state SEC(".maps");
+
+/* One entry per direction of every connection in the map, under the receiver's key; as many as sockets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sockredir_key);
+	__type(value, struct sockredir_flow);
+	__uint(max_entries, SOCKREDIR_DEFAULT_MAX_SOCKETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} flows SEC(".maps");
+
+/* Server ports whose readers were seen reading in a way the redirect path breaks: later connections stay off. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sockredir_learn_key);
+	__type(value, __u32);
+	__uint(max_entries, SOCKREDIR_LEARNED_ENTRIES);
+} learned SEC(".maps");
 
 #endif

@@ -43,7 +43,25 @@ enum sockredir_counter {
 	SOCKREDIR_MSG_REDIRECTED = 2,  /* sendmsg calls handed to the peer socket */
 	SOCKREDIR_BYTES_REDIRECTED = 3,
 	SOCKREDIR_MSG_PASSED = 4,      /* sendmsg calls left on the TCP/IP path */
-	SOCKREDIR_COUNTER_MAX = 5,
+	/* Connections kept off the map when established (SOCKREDIR_SKIP_*). */
+	SOCKREDIR_SKIPPED_BLOCKING = 5, /* a client socket in blocking mode: its reads would meet tcp_bpf's EAGAIN */
+	SOCKREDIR_SKIPPED_LEARNED = 6,  /* a port whose readers were seen reading in a way the redirect path breaks */
+	/* Why messages took TCP (each counts messages). */
+	SOCKREDIR_PASS_UNPROVEN = 7,    /* the reader has not yet been seen reading compatibly */
+	SOCKREDIR_PASS_CATCHING_UP = 8, /* bytes sent by TCP are still unread: redirecting now would reorder */
+	SOCKREDIR_PASS_HELD = 9,        /* flow control: the reader lags by more than --max-inflight */
+	SOCKREDIR_PASS_NO_PEER = 10,    /* the peer is not in the map (another cgroup, gone, evicted) */
+	SOCKREDIR_PASS_INCOMPATIBLE = 11, /* the connection was taken off the redirect path */
+	SOCKREDIR_PASS_DRAINING = 12,
+	/* What the receive-path observer saw (each counts connections, once). */
+	SOCKREDIR_READER_BLOCKING = 13,  /* a blocking read */
+	SOCKREDIR_READER_PEEK_OFF = 14,  /* SO_PEEK_OFF set */
+	SOCKREDIR_READER_LOWAT = 15,     /* SO_RCVLOWAT above 1 */
+	SOCKREDIR_READER_FLAGS = 16,     /* MSG_OOB or MSG_TRUNC */
+	SOCKREDIR_EAGAIN_SEEN = 17,      /* reads: a blocking read of a socket in the map returned EAGAIN (the kernel defect) */
+	SOCKREDIR_SOCKETS_EVICTED = 18,  /* sockets taken out of the map (back to plain TCP) */
+	SOCKREDIR_PROMOTED = 19,         /* times a direction moved from TCP to redirection */
+	SOCKREDIR_COUNTER_MAX = 20,
 };
 
 /* config.ports: one bit per TCP port, 64 ports per word. */
@@ -56,6 +74,12 @@ enum sockredir_counter {
 struct sockredir_config {
 	__u32 flags;
 	__u32 reserved; /* zero; keeps ports 8-byte aligned */
+	/*
+	 * Flow control (attach --max-inflight): a direction stays redirected while what its reader has not read yet
+	 * costs at most this many bytes, each queued message counted with SOCKREDIR_MSG_COST more (the kernel's
+	 * struct sk_msg that nobody is charged for). Zero: the default (the loader always sets it).
+	 */
+	__u64 max_inflight;
 	/* With SOCKREDIR_F_PORTS: bit p of ports[p / 64] set = port p selected. */
 	__u64 ports[SOCKREDIR_PORT_WORDS];
 };
@@ -69,21 +93,73 @@ struct sockredir_config {
  */
 #define SOCKREDIR_F_PORTS (1U << 1)
 
-/*
- * Value of the per-socket "path" storage: once a socket's data has taken the
- * TCP/IP path it never switches to redirection, because the receiver reads
- * its redirect queue before its TCP receive queue and would reorder the bytes.
- */
-#define SOCKREDIR_PATH_TCP 1U
+/* What one queued redirected message costs beside its bytes (kernel-notes.md section 2: kmalloc-1k). */
+#define SOCKREDIR_MSG_COST 1024
+
+/* sockredir_sock.path: the socket's sending direction right now. TCP first: a direction is redirected only once
+ * its reader has been seen reading compatibly and has read every byte sent by TCP (redirect -> TCP keeps the byte
+ * order, TCP -> redirect only when nothing sent by TCP is unread). */
+#define SOCKREDIR_PATH_TCP 0U
+#define SOCKREDIR_PATH_REDIRECT 1U
+
+/* sockredir_sock.flags */
+#define SOCKREDIR_SOCK_PASSIVE (1U << 0) /* accepted (the server's end) */
+#define SOCKREDIR_SOCK_EVICT (1U << 1)   /* leave the map as soon as nothing redirected to it is unread */
+#define SOCKREDIR_SOCK_EVICTED (1U << 2)
+
+/* Value of the per-socket storage "sock_state", made by sock_ops before the socket enters the map. */
+struct sockredir_sock {
+	struct sockredir_key key;  /* this socket's key: the flow into it is flows[key] */
+	struct sockredir_key peer; /* its peer's key: the flow out of it is flows[peer] */
+	__u32 path;                /* SOCKREDIR_PATH_* */
+	__u32 flags;               /* SOCKREDIR_SOCK_* */
+	__u32 copied_seq;          /* the socket's TCP copied_seq after its last observed read */
+	__u32 reserved;
+};
+
+/* One direction of a connection, in "flows" under the key of the socket that receives it. */
+struct sockredir_flow {
+	__u64 redirected_bytes; /* by the sender's sk_msg */
+	__u64 redirected_msgs;
+	__u64 read_bytes;       /* of those, read by the receiver (the receive-path observer) */
+	__u64 read_msgs;        /* a lower bound of the messages read; all of them once every byte is read */
+	__u64 never_ns;         /* when FLOW_NEVER was set (bpf_ktime_get_ns) */
+	__u32 rx_copied_seq;    /* the receiver's TCP copied_seq after its last observed read */
+	/* Words of their own, set to 1 by plain stores: the BPF target before v3 has no 32-bit atomic or. */
+	__u32 reader_ok;        /* the receiver was seen reading in a way the redirect path serves as TCP does */
+	__u32 never;            /* it was seen reading in a way it does not: TCP for good, and evict */
+	__u32 reason;           /* the SOCKREDIR_READER_* that closed it */
+	__u16 port;             /* the learned-behaviour key of the receiver: its server port, */
+	__u16 side;             /* and whether it is the server's end (1) or the client's (0) */
+};
+
+/* Key of "learned": how the readers behind one server port of one network namespace read. */
+struct sockredir_learn_key {
+	__u64 netns_cookie;
+	__u16 port;
+	__u16 side;
+	__u32 reserved;
+};
+#define SOCKREDIR_LEARNED_BAD 1U
+
+/* Eviction waits this long after a direction was closed to redirection: a sendmsg that saw it open has then
+ * surely enqueued its message (the verdict and the enqueue into the peer are not atomic). */
+#define SOCKREDIR_EVICT_DELAY_NS 50000000ULL
 
 /* Names of the maps and programs, as the loader and the pin dir know them. */
 #define SOCKREDIR_MAP_SOCKS "sock_hash"
 #define SOCKREDIR_MAP_COUNTERS "counters"
 #define SOCKREDIR_MAP_CONFIG "config"
-#define SOCKREDIR_MAP_PATH "path_state"
+#define SOCKREDIR_MAP_SOCK_STATE "sock_state"
+#define SOCKREDIR_MAP_FLOWS "flows"
+#define SOCKREDIR_MAP_LEARNED "learned"
 #define SOCKREDIR_PROG_SOCKOPS "sockredir_sockops"
 #define SOCKREDIR_PROG_MSG "sockredir_msg"
+/* The receive-path observer, in two variants: the first that loads on this kernel is attached. */
+#define SOCKREDIR_PROG_OBSERVE_TP "sockredir_observe_tp"
+#define SOCKREDIR_PROG_OBSERVE_FEXIT "sockredir_observe_fexit"
 
 #define SOCKREDIR_DEFAULT_MAX_SOCKETS 65536
+#define SOCKREDIR_LEARNED_ENTRIES 4096
 
 #endif

@@ -282,7 +282,13 @@ std::vector<MapRecipe> ObjectRecipe::default_maps()
         {SOCKREDIR_MAP_COUNTERS,
          {BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(uint64_t), SOCKREDIR_COUNTER_MAX, 0}},
         {SOCKREDIR_MAP_CONFIG, {BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(sockredir_config), 1, 0}},
-        {SOCKREDIR_MAP_PATH, {BPF_MAP_TYPE_SK_STORAGE, sizeof(int), sizeof(uint32_t), 0, BPF_F_NO_PREALLOC}},
+        {SOCKREDIR_MAP_SOCK_STATE,
+         {BPF_MAP_TYPE_SK_STORAGE, sizeof(int), sizeof(sockredir_sock), 0, BPF_F_NO_PREALLOC}},
+        {SOCKREDIR_MAP_FLOWS,
+         {BPF_MAP_TYPE_HASH, sizeof(sockredir_key), sizeof(sockredir_flow), SOCKREDIR_DEFAULT_MAX_SOCKETS,
+          BPF_F_NO_PREALLOC}},
+        {SOCKREDIR_MAP_LEARNED,
+         {BPF_MAP_TYPE_LRU_HASH, sizeof(sockredir_learn_key), sizeof(uint32_t), SOCKREDIR_LEARNED_ENTRIES, 0}},
     };
 }
 
@@ -290,7 +296,7 @@ std::vector<ProgramRecipe> ObjectRecipe::default_programs()
 {
     return {
         {"sockops", SOCKREDIR_PROG_SOCKOPS, {SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_COUNTERS}},
-        {"sk_msg", SOCKREDIR_PROG_MSG, {SOCKREDIR_MAP_CONFIG, SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_PATH}},
+        {"sk_msg", SOCKREDIR_PROG_MSG, {SOCKREDIR_MAP_CONFIG, SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_SOCK_STATE}},
     };
 }
 

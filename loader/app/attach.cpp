@@ -10,11 +10,14 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <optional>
 
 #include "bpf/sockredir_shared.h"
 #include "loader/app/contract.hpp"
 #include "loader/app/pins.hpp"
 #include "loader/base/error.hpp"
+#include "loader/ebpf/btf.hpp"
 #include "loader/ebpf/collection.hpp"
 #include "loader/ebpf/mounts.hpp"
 #include "loader/ebpf/pin.hpp"
@@ -69,6 +72,15 @@ int clean_stale_staging(const PinDir& p)
     return static_cast<int>(stale.size());
 }
 
+// Whether loading the spec's programs resolves anything against the kernel's BTF (CO-RE or a tracing target).
+bool needs_kernel_btf(const ebpf::CollectionSpec& spec)
+{
+    for (const auto& p : spec.programs)
+        if (!p.core_relos.empty() || p.type == BPF_PROG_TYPE_TRACING)
+            return true;
+    return false;
+}
+
 uint64_t cgroup_id_of(const std::string& dir)
 {
     struct stat st {};
@@ -91,7 +103,8 @@ AttachResult attach(const AttachOptions& options)
 {
     const PinDir p(options.pin_dir);
     // Parse and check before touching the system: a bad object changes nothing.
-    const ebpf::CollectionSpec spec = sockredir_spec(options.object, {options.max_sockets, options.ports});
+    const ebpf::CollectionSpec spec =
+        sockredir_spec(options.object, {options.max_sockets, options.max_inflight, options.ports});
     step_done("plan");
 
     AttachResult result;
@@ -129,7 +142,32 @@ AttachResult attach(const AttachOptions& options)
 
     ebpf::Collection c = ebpf::create_maps(spec);
     step_done("maps");
-    ebpf::load_programs(spec, c);
+    // CO-RE relocations and tracing targets resolve against the kernel's BTF: read it once, for every step.
+    std::optional<elf::Btf> kernel_btf;
+    ebpf::LoadOptions load;
+    if (needs_kernel_btf(spec)) {
+        kernel_btf = ebpf::read_kernel_btf();
+        load.kernel = &*kernel_btf;
+    }
+    load.programs.assign(std::begin(kRequiredPrograms), std::end(kRequiredPrograms));
+    ebpf::load_programs(spec, c, load);
+    // The observer: the first variant this kernel loads. Without one, sockredir cannot tell how readers read,
+    // so no direction is ever redirected; attach still succeeds (nothing an application sees changes) and says so.
+    for (const char* name : kObserverPrograms) {
+        if (!spec.programs.contains(name))
+            continue;
+        load.programs = {name};
+        try {
+            ebpf::load_programs(spec, c, load);
+            result.observer = name;
+            break;
+        } catch (const Error& e) {
+            if (!result.no_observer_reason.empty())
+                result.no_observer_reason += "; ";
+            result.no_observer_reason += e.what();
+        }
+    }
+    kernel_btf.reset();
     step_done("programs");
 
     const std::string staging = p.staging(::getpid());
@@ -145,6 +183,18 @@ AttachResult attach(const AttachOptions& options)
         const auto& msg = c.programs.at(SOCKREDIR_PROG_MSG);
         sys::prog_attach(msg.fd.get(), c.maps.at(SOCKREDIR_MAP_SOCKS).fd.get(), msg.attach_type, 0);
         step_done("attach_msg");
+
+        // Before any socket enters the map: the observer is what lets a direction leave TCP.
+        if (!result.observer.empty()) {
+            try {
+                Fd observer = sys::raw_tracepoint_open(c.programs.at(result.observer).fd.get());
+                sys::obj_pin(observer.get(), staging + "/" + kPinObserverLink);
+            } catch (const Error& e) {
+                result.no_observer_reason = e.what();
+                result.observer.clear();
+            }
+        }
+        step_done("attach_observer");
 
         // A cgroup link attaches like BPF_F_ALLOW_MULTI: other programs on
         // this cgroup keep running, and the attachment lives as long as the pin.

@@ -15,6 +15,7 @@ struct AttachOptions {
     std::string pin_dir; // empty: kDefaultPinDir
     std::span<const std::byte> object;
     uint32_t max_sockets = 0; // 0: as the object says
+    uint64_t max_inflight = 0; // 0: default_max_inflight()
     PortRanges ports;         // empty: every port
 };
 
@@ -24,6 +25,10 @@ struct AttachResult {
     AttachOutcome outcome = AttachOutcome::Attached;
     std::string cgroup;
     std::string pin_dir;
+    // The receive-path observer attached (SOCKREDIR_PROG_OBSERVE_*), or empty with why none could be: then no
+    // connection is redirected, and the CLI says so.
+    std::string observer;
+    std::string no_observer_reason;
 };
 
 AttachResult attach(const AttachOptions& options);

@@ -2,6 +2,7 @@
 // prerequisite order, one table of what provides what, and the verdict.
 #include "loader/app/check.hpp"
 
+#include "loader/app/contract.hpp"
 #include "loader/app/hints.hpp"
 
 #include <linux/bpf.h>
@@ -282,9 +283,12 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
                  {program_type_name(type)},
                  {}});
     }
-    // Tracing programs attach by kernel BTF id: the kernel's BTF, then each kind on its target.
+    // Tracing programs attach by kernel BTF id: the kernel's BTF, then each kind on its target. sockredir's
+    // receive-path observers are alternatives (attach takes the first that loads), probed beyond the object.
     for (const auto& p : spec.programs) {
-        if (p.type != BPF_PROG_TYPE_TRACING)
+        if (p.type != BPF_PROG_TYPE_TRACING ||
+            std::find(std::begin(kObserverPrograms), std::end(kObserverPrograms), p.name) !=
+                std::end(kObserverPrograms))
             continue;
         add({kKernelBtfName, Requirement::Probe::KernelBtf, 0, 0, {}, {}});
         add({std::string(tracing_kind(p.expected_attach_type)) + " program on " + p.attach_to,

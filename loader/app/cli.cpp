@@ -61,6 +61,16 @@ std::string set_max_sockets(Command& c, std::string_view v)
     return {};
 }
 
+std::string set_max_inflight(Command& c, std::string_view v)
+{
+    const auto n = parse_decimal(v);
+    if (!n || *n < kMinInflight || *n > kMaxInflight)
+        return "--max-inflight needs a number of bytes from " + std::to_string(kMinInflight) + " to " +
+               std::to_string(kMaxInflight);
+    c.max_inflight = *n;
+    return {};
+}
+
 std::string set_port_list(Command& c, std::string_view v)
 {
     const auto ports = parse_ports(v);
@@ -101,6 +111,7 @@ std::string set_selection(Command& c, std::string_view v)
 static_assert(std::string_view(kDefaultPinDir) == "/sys/fs/bpf/sockredir");
 static_assert(kMaxSockets == 16777216 && SOCKREDIR_DEFAULT_MAX_SOCKETS == 65536);
 static_assert(kMaxSampleSeconds == 3600);
+static_assert(kMinInflight == 65536 && kMaxInflight == 1073741824);
 
 constexpr OptionSpec kCgroupOption{"--cgroup", "DIR", "the cgroup2 directory to attach to (default: the cgroup2 root)",
                                    set_cgroup};
@@ -110,6 +121,11 @@ constexpr OptionSpec kObjectOption{"--object", "FILE",
                                    "load this build of bpf/sockredir.bpf.c instead of the embedded one", set_object};
 constexpr OptionSpec kMaxSocketsOption{
     "--max-sockets", "N", "how many sockets the sockhash holds, 1 to 16777216 (default 65536)", set_max_sockets};
+constexpr OptionSpec kMaxInflightOption{
+    "--max-inflight", "BYTES",
+    "flow control: how much a reader may leave unread before its sender is held back by TCP, 65536 to 1073741824 "
+    "(default: net.ipv4.tcp_rmem's largest receive buffer, at most 4194304)",
+    set_max_inflight};
 constexpr OptionSpec kPortsOption{"--ports", "LIST",
                                   "accelerate only connections with a local or remote port in LIST (like "
                                   "6379,5432,8000-8100); default: every same-host connection",
@@ -130,6 +146,7 @@ AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
     o.cgroup = c.cgroup;
     o.pin_dir = c.pin_dir;
     o.max_sockets = c.max_sockets;
+    o.max_inflight = c.max_inflight;
     o.ports = c.ports;
     if (!c.object_file.empty()) {
         file = read_file_bytes(c.object_file);
@@ -148,6 +165,11 @@ int do_attach(const Command& c)
         std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(), r.pin_dir.c_str());
     else
         std::printf("attached to %s (pins in %s)\n", r.cgroup.c_str(), r.pin_dir.c_str());
+    if (r.outcome == AttachOutcome::Attached && r.observer.empty())
+        std::fprintf(stderr,
+                     "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
+                     "stays on TCP\n",
+                     r.no_observer_reason.c_str());
     return kExitOk;
 }
 
@@ -231,7 +253,7 @@ int do_version(const Command&)
 // --- the table ---------------------------------------------------------------------------------------------------
 
 constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
-                                                &kPortsOption};
+                                                &kPortsOption, &kMaxInflightOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
 constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};

@@ -19,6 +19,7 @@ struct Command {
     std::string pin_dir;
     std::string object_file;
     uint32_t max_sockets = 0;
+    uint64_t max_inflight = 0; // attach, run --max-inflight; 0: default_max_inflight()
     PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
     bool json = false;
     unsigned sample_seconds = 0; // status --sample, 1 to kMaxSampleSeconds; 0: no sampling

@@ -3,6 +3,12 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <string>
+
+#include "loader/base/decimal.hpp"
+#include "loader/base/file.hpp"
+
 namespace sockredir::app {
 
 using base::Error;
@@ -27,7 +33,9 @@ constexpr MapShape kMapShapes[] = {
     {SOCKREDIR_MAP_SOCKS, BPF_MAP_TYPE_SOCKHASH, sizeof(sockredir_key), sizeof(uint64_t), 1, 0},
     {SOCKREDIR_MAP_COUNTERS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(uint64_t), SOCKREDIR_COUNTER_MAX, 0},
     {SOCKREDIR_MAP_CONFIG, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(sockredir_config), 1, 0},
-    {SOCKREDIR_MAP_PATH, BPF_MAP_TYPE_SK_STORAGE, sizeof(int), sizeof(uint32_t), 0, BPF_F_NO_PREALLOC},
+    {SOCKREDIR_MAP_SOCK_STATE, BPF_MAP_TYPE_SK_STORAGE, sizeof(int), sizeof(sockredir_sock), 0, BPF_F_NO_PREALLOC},
+    {SOCKREDIR_MAP_FLOWS, BPF_MAP_TYPE_HASH, sizeof(sockredir_key), sizeof(sockredir_flow), 1, BPF_F_NO_PREALLOC},
+    {SOCKREDIR_MAP_LEARNED, BPF_MAP_TYPE_LRU_HASH, sizeof(sockredir_learn_key), sizeof(uint32_t), 1, 0},
 };
 
 struct ProgramShape {
@@ -35,10 +43,16 @@ struct ProgramShape {
     uint32_t type;
 };
 
-// The programs attach wires up: sock_ops to the cgroup, sk_msg to the sockhash.
-constexpr ProgramShape kProgramShapes[] = {
-    {SOCKREDIR_PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS},
-    {SOCKREDIR_PROG_MSG, BPF_PROG_TYPE_SK_MSG},
+// The programs attach wires up: sock_ops to the cgroup, sk_msg to the sockhash, an observer to the receive path.
+struct ProgramRole {
+    ProgramShape shape;
+    bool required;
+};
+constexpr ProgramRole kPrograms[] = {
+    {{SOCKREDIR_PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS}, true},
+    {{SOCKREDIR_PROG_MSG, BPF_PROG_TYPE_SK_MSG}, true},
+    {{SOCKREDIR_PROG_OBSERVE_TP, BPF_PROG_TYPE_TRACING}, false},
+    {{SOCKREDIR_PROG_OBSERVE_FEXIT, BPF_PROG_TYPE_TRACING}, false},
 };
 
 void check_map(const ebpf::MapSpec& m, const MapShape& shape)
@@ -71,21 +85,48 @@ void check_contract(const ebpf::CollectionSpec& spec)
             throw Error(std::string("map '") + shape.name + "': missing (sockredir needs it)");
         check_map(*m, shape);
     }
-    for (const auto& shape : kProgramShapes) {
+    for (const auto& role : kPrograms) {
+        const auto& shape = role.shape;
         const ebpf::ProgramSpec* p = spec.programs.find(shape.name);
-        if (p == nullptr)
-            throw Error(std::string("program '") + shape.name + "': missing (sockredir needs it)");
+        if (p == nullptr) {
+            if (role.required)
+                throw Error(std::string("program '") + shape.name + "': missing (sockredir needs it)");
+            continue;
+        }
         if (p->type != shape.type)
             throw Error("program '" + p->name + "' (section '" + p->section + "'): type " +
                         ebpf::prog_type_name(p->type) + ", sockredir needs " + ebpf::prog_type_name(shape.type));
     }
     for (const auto& p : spec.programs) {
         bool known = false;
-        for (const auto& shape : kProgramShapes)
-            known = known || p.name == shape.name;
+        for (const auto& role : kPrograms)
+            known = known || p.name == role.shape.name;
         if (!known)
             throw Error("program '" + p.name + "' (section '" + p.section + "'): not one sockredir attaches (" +
-                        SOCKREDIR_PROG_SOCKOPS + ", " + SOCKREDIR_PROG_MSG + ")");
+                        SOCKREDIR_PROG_SOCKOPS + ", " + SOCKREDIR_PROG_MSG + ", " + SOCKREDIR_PROG_OBSERVE_TP +
+                        ", " + SOCKREDIR_PROG_OBSERVE_FEXIT + ")");
+    }
+}
+
+uint64_t default_max_inflight()
+{
+    // Past a redirected flight, TCP's own flow control holds another send buffer (up to tcp_wmem's 4 MiB): a
+    // larger default would let one stalled reader pin tens of MiB (tcp_rmem's maximum is 32 MiB on some hosts).
+    constexpr uint64_t kDefaultInflightCap = 4ULL << 20;
+    constexpr uint64_t kKernelDefault = kDefaultInflightCap;
+    try {
+        // "4096\t131072\t6291456\n": min, default, max.
+        const std::string text = base::read_file_text("/proc/sys/net/ipv4/tcp_rmem");
+        const auto last = text.find_last_not_of(" \t\n");
+        if (last == std::string::npos)
+            return kKernelDefault;
+        const auto first = text.find_last_of(" \t", last);
+        const auto n = base::parse_decimal(std::string_view(text).substr(first + 1, last - first));
+        if (!n || *n < kMinInflight)
+            return kKernelDefault;
+        return std::min<uint64_t>(*n, kDefaultInflightCap);
+    } catch (const Error&) {
+        return kKernelDefault;
     }
 }
 
@@ -98,10 +139,15 @@ ebpf::CollectionSpec sockredir_spec(std::span<const std::byte> object, const Obj
             throw Error("--max-sockets " + std::to_string(options.max_sockets) + " exceeds " +
                         std::to_string(kMaxSockets));
         spec.set_max_entries(SOCKREDIR_MAP_SOCKS, options.max_sockets);
+        spec.set_max_entries(SOCKREDIR_MAP_FLOWS, options.max_sockets);
     }
+    if (options.max_inflight != 0 && (options.max_inflight < kMinInflight || options.max_inflight > kMaxInflight))
+        throw Error("--max-inflight " + std::to_string(options.max_inflight) + " is outside " +
+                    std::to_string(kMinInflight) + " to " + std::to_string(kMaxInflight));
     // Draining off and the port selection, explicitly: a fresh array is zeroed, but say what we mean.
     sockredir_config config{};
     apply_ports(options.ports, config);
+    config.max_inflight = options.max_inflight != 0 ? options.max_inflight : default_max_inflight();
     spec.maps.at(SOCKREDIR_MAP_CONFIG).set(uint32_t{0}, config);
     return spec;
 }

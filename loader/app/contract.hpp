@@ -16,8 +16,11 @@ namespace sockredir::app {
 inline constexpr uint32_t kMaxSockets = 1U << 24;
 
 struct ObjectOptions {
-    // Capacity of the sockhash; 0 keeps the object's max_entries.
+    // Capacity of the sockhash (and of the flows map, one entry per socket); 0 keeps the object's max_entries.
     uint32_t max_sockets = 0;
+    // Flow control: what a reader may leave unread before its direction takes TCP (bytes, each message counted
+    // with SOCKREDIR_MSG_COST more). 0: default_max_inflight().
+    uint64_t max_inflight = 0;
     // The port selection written into the config map; empty: every port.
     PortRanges ports;
 };
@@ -26,6 +29,18 @@ struct ObjectOptions {
 // bpf/sockredir_shared.h gives them, or with a program sockredir would not know how to attach. Other maps may be
 // there: the loader creates them as they are.
 void check_contract(const ebpf::CollectionSpec& spec);
+
+// The programs attach needs, and the receive-path observers it tries in this order: the first that loads and
+// attaches proves readers compatible; without one no connection is redirected (every direction stays on TCP).
+inline constexpr const char* kRequiredPrograms[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG};
+inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_TP, SOCKREDIR_PROG_OBSERVE_FEXIT};
+
+// --max-inflight's default: the largest receive buffer TCP autotunes to here (the third value of
+// net.ipv4.tcp_rmem), at most 4 MiB, so a reader that stops holds the sender back about where plain TCP would
+// (TCP's own flow control then adds its send buffer); 4 MiB when it cannot be read.
+uint64_t default_max_inflight();
+inline constexpr uint64_t kMinInflight = 64 * 1024;
+inline constexpr uint64_t kMaxInflight = 1ULL << 30;
 
 // The object opened (ebpf::open_object), checked, and set up as attach loads it: the sockhash's capacity and the
 // config map's initial value (draining off, the port selection). No syscall: a bad object changes nothing.

@@ -17,6 +17,8 @@ namespace sockredir::app {
 inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockredir";
 // The cgroup link of the sock_ops program; the maps and programs are pinned under their own names.
 inline constexpr const char* kPinLink = "sockops_link";
+// The receive-path observer's link (BPF_RAW_TRACEPOINT_OPEN), when one could attach.
+inline constexpr const char* kPinObserverLink = "observer_link";
 
 // The paths of one pin dir. bpffs refuses names with dots, so the staging dir of an attach is a sibling named
 // "<base>-attaching-<pid>", renamed into place when everything is pinned and attached.

@@ -1,6 +1,7 @@
 // Loading: maps first (created, then filled), then relocation, then BPF_PROG_LOAD with a verifier-log retry.
 #include "loader/ebpf/collection.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -166,11 +167,18 @@ void load_programs(const CollectionSpec& spec, Collection& collection, const Loa
     // The kernel's BTF is large (5 MB): read once, and only for a spec that needs it.
     std::optional<elf::Btf> kernel;
     const auto kernel_btf = [&]() -> const elf::Btf& {
+        if (options.kernel)
+            return *options.kernel;
         if (!kernel)
             kernel = read_kernel_btf(options.kernel_btf);
         return *kernel;
     };
+    for (const auto& name : options.programs)
+        (void)spec.programs.at(name); // an unknown name is an error, not a silent no-op
     for (const auto& p : spec.programs) {
+        if (!options.programs.empty() &&
+            std::find(options.programs.begin(), options.programs.end(), p.name) == options.programs.end())
+            continue;
         auto insns = relocate(p, map_fds);
         if (!p.core_relos.empty()) {
             if (!spec.btf)

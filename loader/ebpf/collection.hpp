@@ -48,6 +48,11 @@ struct LoadOptions {
     // The kernel BTF that CO-RE relocations and tracing targets are resolved against, read only when the spec
     // needs it.
     std::string kernel_btf = kKernelBtfPath;
+    // Or the kernel BTF already read (read_kernel_btf), for callers that load in several steps: it is 5 MB.
+    const elf::Btf* kernel = nullptr;
+    // The programs to load, by name; empty: all of them. (A caller that can do without some of them loads those
+    // one by one and carries on without the ones the kernel refuses.)
+    std::vector<std::string> programs;
 };
 
 // Each phase is its own function so that a stack trace or a test can name it.

@@ -145,10 +145,10 @@ void client(uint32_t id, int kind, uint16_t port, int path_map, Outcome& out)
     }
     // The socket's own verdict: absent (never entered the map), TCP (its data took TCP), or redirected.
     const int key = c.get();
-    uint32_t path = 0;
-    if (!sockredir::ebpf::sys::map_lookup(path_map, &key, &path))
+    sockredir_sock state{};
+    if (!sockredir::ebpf::sys::map_lookup(path_map, &key, &state))
         ++out.not_in_map;
-    else if (path == SOCKREDIR_PATH_TCP)
+    else if (state.path == SOCKREDIR_PATH_TCP)
         ++out.tcp[deferred(kind)];
     else
         ++out.redirected[deferred(kind)];
@@ -159,7 +159,7 @@ int run_races(const Channel& ch, const std::string& cgroup, const std::string& p
     enter_cgroup(cgroup);
     enter_private_netns();
     // Socket storage can be read from user space with the socket's fd as the key.
-    Fd path_map = sockredir::ebpf::sys::obj_get(pin_dir + "/" + SOCKREDIR_MAP_PATH);
+    Fd path_map = sockredir::ebpf::sys::obj_get(pin_dir + "/" + SOCKREDIR_MAP_SOCK_STATE);
     Fd listeners[kKinds];
     uint16_t ports[kKinds];
     for (int k = 0; k < kKinds; ++k) {
