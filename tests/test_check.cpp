@@ -216,8 +216,9 @@ TEST_CASE("the real object asks for its program types, map types, and each helpe
           "map type percpu_array", "map type array", "map type sk_storage", "helper bpf_map_lookup_elem in sock_ops",
           "helper bpf_map_lookup_elem in sk_msg", "helper bpf_sock_hash_update in sock_ops",
           "helper bpf_msg_redirect_hash in sk_msg", "helper bpf_get_netns_cookie in sock_ops",
-          "helper bpf_get_netns_cookie in sk_msg", "helper bpf_sk_storage_get in sock_ops",
-          "helper bpf_sk_storage_get in sk_msg", "cgroup BPF links (BPF_LINK_CREATE)"}) {
+          "helper bpf_skc_to_tcp_sock in sk_msg", "helper bpf_skc_to_tcp_sock in sock_ops",
+          "helper bpf_sk_storage_get in sock_ops", "helper bpf_sk_storage_get in sk_msg", "map type hash",
+          "map type lru_hash", "helper bpf_map_delete_elem in sock_ops", "cgroup BPF links (BPF_LINK_CREATE)"}) {
         CAPTURE(expected);
         CHECK(has(n, expected));
     }
@@ -242,12 +243,12 @@ TEST_CASE("the real object asks for its program types, map types, and each helpe
 
 TEST_CASE("a new helper call in the object is a new requirement, with nobody editing a list")
 {
-    // sk_msg's one call of bpf_get_netns_cookie becomes a call of bpf_get_prandom_u32.
-    const auto patched = with_helper_replaced("sk_msg", BPF_FUNC_get_netns_cookie, BPF_FUNC_get_prandom_u32);
+    // sk_msg's one call of bpf_skc_to_tcp_sock becomes a call of bpf_get_prandom_u32.
+    const auto patched = with_helper_replaced("sk_msg", BPF_FUNC_skc_to_tcp_sock, BPF_FUNC_get_prandom_u32);
     const auto n = names(kernel_requirements(ebpf::open_object(patched)));
     CHECK(has(n, "helper bpf_get_prandom_u32 in sk_msg"));
-    CHECK_FALSE(has(n, "helper bpf_get_netns_cookie in sk_msg"));
-    CHECK(has(n, "helper bpf_get_netns_cookie in sock_ops"));
+    CHECK_FALSE(has(n, "helper bpf_skc_to_tcp_sock in sk_msg"));
+    CHECK(has(n, "helper bpf_skc_to_tcp_sock in sock_ops"));
     CHECK_FALSE(has(n, "helper bpf_get_prandom_u32 in sock_ops"));
 
     // And it is probed: a kernel that refuses it fails the check on that line.
@@ -260,7 +261,7 @@ TEST_CASE("a new helper call in the object is a new requirement, with nobody edi
 
 TEST_CASE("a helper unknown to the tables is named by its number")
 {
-    const auto patched = with_helper_replaced("sk_msg", BPF_FUNC_get_netns_cookie, 9999);
+    const auto patched = with_helper_replaced("sk_msg", BPF_FUNC_skc_to_tcp_sock, 9999);
     CHECK(has(names(kernel_requirements(ebpf::open_object(patched))), "helper helper #9999 in sk_msg"));
 }
 
@@ -422,15 +423,15 @@ TEST_CASE("one probe refused with EPERM gets the privileges hint, not a kernel r
 TEST_CASE("a helper the verifier calls unknown is missing with the verifier's words and its release")
 {
     FakeKernel kernel;
-    kernel.helper_answers[{BPF_PROG_TYPE_SK_MSG, BPF_FUNC_get_netns_cookie}] = {
-        EINVAL, "0: (85) call bpf_get_netns_cookie#122\nunknown func bpf_get_netns_cookie#122\n"
+    kernel.helper_answers[{BPF_PROG_TYPE_SK_MSG, BPF_FUNC_skc_to_tcp_sock}] = {
+        EINVAL, "0: (85) call bpf_skc_to_tcp_sock#137\nunknown func bpf_skc_to_tcp_sock#137\n"
                 "processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0\n"};
     const auto report = probe_real();
-    const auto& f = line(report, "helper bpf_get_netns_cookie in sk_msg");
+    const auto& f = line(report, "helper bpf_skc_to_tcp_sock in sk_msg");
     CHECK(f.state == FeatureState::Missing);
-    CHECK(f.detail == "BPF_PROG_LOAD: Invalid argument (unknown func bpf_get_netns_cookie#122)");
-    CHECK(f.hint.rfind("Linux 5.15+; ", 0) == 0);
-    CHECK(line(report, "helper bpf_get_netns_cookie in sock_ops").state == FeatureState::Ok);
+    CHECK(f.detail == "BPF_PROG_LOAD: Invalid argument (unknown func bpf_skc_to_tcp_sock#137)");
+    CHECK(f.hint.rfind("Linux 5.9+; ", 0) == 0);
+    CHECK(line(report, "helper bpf_skc_to_tcp_sock in sock_ops").state == FeatureState::Ok);
 }
 
 TEST_CASE("a kernel that cannot load BTF reports socket storage not probed")

@@ -19,7 +19,7 @@ namespace {
 
 ebpf::CollectionSpec spec_of(const Bytes& bytes, uint32_t max_sockets = 0)
 {
-    return sockredir_spec(bytes, {max_sockets, {}});
+    return sockredir_spec(bytes, {max_sockets, 0, {}});
 }
 
 MapRecipe& map_named(ObjectRecipe& recipe, const std::string& name)
@@ -34,16 +34,21 @@ MapRecipe& map_named(ObjectRecipe& recipe, const std::string& name)
 
 // --- the real object ------------------------------------------------------------------------------------------
 
-TEST_CASE("the real object opens into the four maps and the two programs sockredir wires together")
+TEST_CASE("the real object opens into the six maps and the programs sockredir wires together")
 {
     const auto spec = spec_of(real_object());
-    CHECK(spec.maps.size() == 4);
-    CHECK(spec.programs.size() == 2);
+    CHECK(spec.maps.size() == 6);
+    CHECK(spec.programs.size() == 4);
+    CHECK(spec.maps.at(SOCKREDIR_MAP_FLOWS).type == BPF_MAP_TYPE_HASH);
+    CHECK(spec.maps.at(SOCKREDIR_MAP_LEARNED).type == BPF_MAP_TYPE_LRU_HASH);
+    CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_TP).type == BPF_PROG_TYPE_TRACING);
+    CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_TP).attach_to == "sock_recv_length");
+    CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_FEXIT).attach_to == "sock_recvmsg");
     CHECK(spec.maps.at(SOCKREDIR_MAP_SOCKS).type == BPF_MAP_TYPE_SOCKHASH);
     CHECK(spec.maps.at(SOCKREDIR_MAP_COUNTERS).type == BPF_MAP_TYPE_PERCPU_ARRAY);
     CHECK(spec.maps.at(SOCKREDIR_MAP_CONFIG).type == BPF_MAP_TYPE_ARRAY);
-    CHECK(spec.maps.at(SOCKREDIR_MAP_PATH).type == BPF_MAP_TYPE_SK_STORAGE);
-    // Only socket storage needs BTF.
+    CHECK(spec.maps.at(SOCKREDIR_MAP_SOCK_STATE).type == BPF_MAP_TYPE_SK_STORAGE);
+    // Socket storage needs BTF; the hash maps carry their key and value types for bpftool.
     for (const auto& m : spec.maps) {
         CAPTURE(m.name);
         CHECK(m.needs_btf == (m.type == BPF_MAP_TYPE_SK_STORAGE));
@@ -62,7 +67,7 @@ TEST_CASE("the real object opens into the four maps and the two programs sockred
 
 TEST_CASE("the config map starts with draining off and the port selection, set on the spec before load")
 {
-    const auto spec = sockredir_spec(real_object(), {0, {{6379, 6379}, {8000, 8002}}});
+    const auto spec = sockredir_spec(real_object(), {0, 0, {{6379, 6379}, {8000, 8002}}});
     const auto& config = spec.maps.at(SOCKREDIR_MAP_CONFIG);
     REQUIRE(config.contents.size() == 1);
     const auto& entry = config.contents[0];
@@ -92,8 +97,10 @@ TEST_CASE("--max-sockets changes the sockhash's max_entries and nothing else")
     const auto spec = spec_of(bytes, 1234);
     CHECK(spec.maps.at(SOCKREDIR_MAP_SOCKS).max_entries == 1234);
     CHECK(base.maps.at(SOCKREDIR_MAP_SOCKS).max_entries == SOCKREDIR_DEFAULT_MAX_SOCKETS);
+    // And the flows map: one entry per socket in the sockhash.
+    CHECK(spec.maps.at(SOCKREDIR_MAP_FLOWS).max_entries == 1234);
     for (const auto& m : spec.maps) {
-        if (m.name == SOCKREDIR_MAP_SOCKS)
+        if (m.name == SOCKREDIR_MAP_SOCKS || m.name == SOCKREDIR_MAP_FLOWS)
             continue;
         CHECK(m.max_entries == base.maps.at(m.name).max_entries);
     }
@@ -111,7 +118,7 @@ TEST_CASE("--max-sockets above the sockredir limit is refused")
 TEST_CASE("a built sockredir-shaped object opens like the real one")
 {
     const auto spec = spec_of(ObjectRecipe{}.build());
-    CHECK(spec.maps.size() == 4);
+    CHECK(spec.maps.size() == ObjectRecipe{}.maps.size());
     CHECK(spec.programs.size() == 2);
     CHECK(spec.programs.at(SOCKREDIR_PROG_SOCKOPS).type == BPF_PROG_TYPE_SOCK_OPS);
     CHECK(spec.programs.at(SOCKREDIR_PROG_MSG).type == BPF_PROG_TYPE_SK_MSG);
@@ -119,9 +126,10 @@ TEST_CASE("a built sockredir-shaped object opens like the real one")
 
 // --- what the contract refuses ---------------------------------------------------------------------------------
 
-TEST_CASE("an object missing one of the four required maps is refused by name")
+TEST_CASE("an object missing one of the required maps is refused by name")
 {
-    for (const char* name : {SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG, SOCKREDIR_MAP_PATH}) {
+    for (const char* name : {SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG, SOCKREDIR_MAP_SOCK_STATE,
+                             SOCKREDIR_MAP_FLOWS, SOCKREDIR_MAP_LEARNED}) {
         CAPTURE(name);
         ObjectRecipe recipe;
         std::erase_if(recipe.maps, [&](const MapRecipe& m) { return m.name == name; });
@@ -138,7 +146,7 @@ TEST_CASE("a map sockredir does not rely on is created as it is")
     ObjectRecipe recipe;
     recipe.maps.push_back({"extra", {BPF_MAP_TYPE_HASH, 4, 4, 16, 0}});
     const auto spec = spec_of(recipe.build());
-    CHECK(spec.maps.size() == 5);
+    CHECK(spec.maps.size() == recipe.maps.size());
     CHECK(spec.maps.at("extra").max_entries == 16);
 }
 
@@ -175,10 +183,10 @@ TEST_CASE("a required map with invalid max_entries is refused")
     ObjectRecipe recipe;
     map_named(recipe, SOCKREDIR_MAP_COUNTERS).def.max_entries = SOCKREDIR_COUNTER_MAX - 1;
     CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
-                         doctest::Contains("map 'counters': max_entries 4 is not valid for this map"), Error);
+                         doctest::Contains("map 'counters': max_entries 19 is not valid for this map"), Error);
     recipe = ObjectRecipe{};
-    map_named(recipe, SOCKREDIR_MAP_PATH).def.max_entries = 1;
-    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'path_state': max_entries 1 is not valid"),
+    map_named(recipe, SOCKREDIR_MAP_SOCK_STATE).def.max_entries = 1;
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'sock_state': max_entries 1 is not valid"),
                          Error);
     recipe = ObjectRecipe{};
     map_named(recipe, SOCKREDIR_MAP_SOCKS).def.max_entries = (1U << 24) + 1;
@@ -189,8 +197,8 @@ TEST_CASE("a required map with invalid max_entries is refused")
 TEST_CASE("a required map with the wrong flags is refused")
 {
     ObjectRecipe recipe;
-    map_named(recipe, SOCKREDIR_MAP_PATH).def.map_flags = 0;
-    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'path_state': flags 0, expected 1"), Error);
+    map_named(recipe, SOCKREDIR_MAP_SOCK_STATE).def.map_flags = 0;
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'sock_state': flags 0, expected 1"), Error);
 }
 
 TEST_CASE("a program sockredir does not attach is refused by name")

@@ -110,8 +110,8 @@ TEST_CASE("make_collection_spec refuses a relocation naming a map index the obje
 {
     auto obj = elf::parse_object(ObjectRecipe{}.build());
     obj.programs[1].relocations[0].map = 9;
-    CHECK_THROWS_WITH_AS(make_collection_spec(obj), doctest::Contains("section 'sk_msg': relocation names map #9 of 4"),
-                         Error);
+    const std::string expected = "section 'sk_msg': relocation names map #9 of " + std::to_string(obj.maps.size());
+    CHECK_THROWS_WITH_AS(make_collection_spec(obj), doctest::Contains(expected.c_str()), Error);
 }
 
 TEST_CASE("relocate patches each map reference to src_reg BPF_PSEUDO_MAP_FD and imm the named map's fd")
@@ -173,8 +173,9 @@ TEST_CASE("a program load that fails once loads on the retry")
 {
     test::FakeKernel kernel;
     kernel.transient_failures = 1;
-    const auto c = load_collection(open_object(real_object()));
-    CHECK(c.programs.size() == 2);
+    const auto spec = open_object(real_object());
+    const auto c = load_collection(spec);
+    CHECK(c.programs.size() == spec.programs.size());
 }
 
 // --- minimal BTF -------------------------------------------------------------------------------------------------

@@ -265,6 +265,7 @@ Status attached_status()
     s.max_sockets = 65536;
     s.sockets = 3;
     s.ports = "80,443,8000-8100";
+    s.observer = SOCKREDIR_PROG_OBSERVE_TP;
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         s.counters[i] = 100 + static_cast<uint64_t>(i);
     return s;
@@ -382,10 +383,16 @@ TEST_CASE("status --json prints exactly the documented object")
                             "\"cgroup\":\"/sys/fs/cgroup/test\",\"cgroup_id\":42,\"link_id\":7,"
                             "\"programs\":{\"sock_ops\":11,\"sk_msg\":12},\"maps\":{\"sock_hash\":21,\"counters\":22},"
                             "\"sockets\":3,\"max_sockets\":65536,\"ports\":\"80,443,8000-8100\","
+                            "\"observer\":\"sockredir_observe_tp\","
                             "\"run_stats\":{\"sock_ops\":{\"runs\":5,\"run_time_ns\":500},"
                             "\"sk_msg\":{\"runs\":10,\"run_time_ns\":1234}},"
                             "\"counters\":{\"sockets_added\":100,\"insert_failed\":101,\"messages_redirected\":102,"
-                            "\"bytes_redirected\":103,\"messages_passed\":104}}\n");
+                            "\"bytes_redirected\":103,\"messages_passed\":104,\"skipped_blocking_client\":105,"
+                            "\"skipped_learned_port\":106,\"passed_unproven_reader\":107,\"passed_catching_up\":108,"
+                            "\"passed_held_back\":109,\"passed_no_peer\":110,\"passed_incompatible\":111,"
+                            "\"passed_draining\":112,\"reader_blocking\":113,\"reader_peek_off\":114,"
+                            "\"reader_lowat\":115,\"reader_oob_or_trunc\":116,\"blocking_read_eagain\":117,"
+                            "\"sockets_evicted\":118,\"directions_promoted\":119}}\n");
 }
 
 TEST_CASE("status --json stays valid with quotes, backslashes and newlines in the paths, and with 64-bit values")
@@ -416,12 +423,28 @@ TEST_CASE("status prints one line per field, the counters by name, and says when
         "  programs      sock_ops id 11 (link id 7), sk_msg id 12",
         "  maps          sock_hash id 21, counters id 22",
         "  ports         80,443,8000-8100",
+        "  observer      sockredir_observe_tp",
         "  sockets       3 of 65536",
-        "  sockets_added        100",
-        "  insert_failed        101",
-        "  messages_redirected  102",
-        "  bytes_redirected     103",
-        "  messages_passed      104",
+        "  sockets_added            100",
+        "  insert_failed            101",
+        "  messages_redirected      102",
+        "  bytes_redirected         103",
+        "  messages_passed          104",
+        "  skipped_blocking_client  105",
+        "  skipped_learned_port     106",
+        "  passed_unproven_reader   107",
+        "  passed_catching_up       108",
+        "  passed_held_back         109",
+        "  passed_no_peer           110",
+        "  passed_incompatible      111",
+        "  passed_draining          112",
+        "  reader_blocking          113",
+        "  reader_peek_off          114",
+        "  reader_lowat             115",
+        "  reader_oob_or_trunc      116",
+        "  blocking_read_eagain     117",
+        "  sockets_evicted          118",
+        "  directions_promoted      119",
         "  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)",
     };
     CHECK(lines == expected);
@@ -437,13 +460,13 @@ TEST_CASE("status shows draining, an unknown cgroup as ?, and the average run co
     s.msg_runs = 3;
     s.msg_run_ns = 301;
     const auto lines = lines_of(format_text(s));
-    REQUIRE(lines.size() == 13);
+    REQUIRE(lines.size() == static_cast<size_t>(9 + SOCKREDIR_COUNTER_MAX));
     CHECK(lines[0] == "attached (draining)");
     CHECK(lines[1] == "  cgroup        ? (id 42)");
-    CHECK(lines[12] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 250 ns over 4 runs");
+    CHECK(lines.back() == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 250 ns over 4 runs");
 
     // One program ran, the other not: no division by zero.
     s.sockops_runs = 0;
     s.sockops_run_ns = 0;
-    CHECK(lines_of(format_text(s))[12] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 0 ns over 0 runs");
+    CHECK(lines_of(format_text(s)).back() == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 0 ns over 0 runs");
 }

@@ -1,6 +1,8 @@
 // status: everything comes from the pins and the kernel's answers about them.
 #include "loader/app/status.hpp"
 
+#include "loader/app/contract.hpp"
+
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -14,6 +16,7 @@
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/pin.hpp"
 #include "loader/ebpf/sys.hpp"
 
 namespace sockredir::app {
@@ -143,6 +146,11 @@ Status read_status(const std::string& pin_dir)
         ++s.sockets;
     }
 
+    if (ebpf::pin_exists(p / kPinObserverLink))
+        for (const char* name : kObserverPrograms)
+            if (ebpf::pin_exists(p / name))
+                s.observer = name;
+
     Fd counters = sys::obj_get(p / SOCKREDIR_MAP_COUNTERS);
     s.counters_id = sys::map_info(counters.get()).id;
     std::vector<uint64_t> per_cpu(possible_cpus());
@@ -175,9 +183,10 @@ std::string format_text(const Status& s)
     add("  programs      sock_ops id %u (link id %u), sk_msg id %u\n", s.sockops_id, s.link_id, s.msg_id);
     add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
     add("  ports         %s\n", s.ports.c_str());
+    add("  observer      %s\n", s.observer.empty() ? "none: every connection stays on TCP" : s.observer.c_str());
     add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
-        add("  %-20s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
+        add("  %-24s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
     if (s.msg_runs == 0 && s.sockops_runs == 0) {
         add("  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)\n");
     } else {
@@ -207,6 +216,7 @@ std::string format_json(const Status& s)
         out += ",\"sockets\":" + std::to_string(s.sockets);
         out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
         out += ",\"ports\":" + json_string(s.ports);
+        out += ",\"observer\":" + json_string(s.observer);
         out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
                ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
                "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +

@@ -232,6 +232,11 @@ constexpr HelperSince kHelperSince[] = {
     H(ringbuf_discard, "5.8"),
     H(ringbuf_query, "5.8"),
     H(ktime_get_boot_ns, "5.8"),
+    H(skc_to_tcp6_sock, "5.9"),
+    H(skc_to_tcp_sock, "5.9"),
+    H(skc_to_tcp_timewait_sock, "5.9"),
+    H(skc_to_tcp_request_sock, "5.9"),
+    H(skc_to_udp6_sock, "5.9"),
 };
 #undef IN
 #undef H

@@ -128,7 +128,7 @@ bool is_our_prog_name(const std::string& name)
 bool is_our_map_name(const std::string& name)
 {
     return name == SOCKREDIR_MAP_SOCKS || name == SOCKREDIR_MAP_COUNTERS || name == SOCKREDIR_MAP_CONFIG ||
-           name == SOCKREDIR_MAP_PATH;
+           name == SOCKREDIR_MAP_SOCK_STATE;
 }
 
 } // namespace
@@ -624,8 +624,26 @@ sockredir::base::Fd connect_to(int family, const std::string& addr, uint16_t por
             if (::bind(c.get(), reinterpret_cast<const sockaddr*>(&a.storage), a.len) != 0)
                 throw_errno("client bind");
         }
-        if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&to.storage), to.len) == 0)
+        // Connected in non-blocking mode, as event-driven clients do: sockredir keeps a client socket that is
+        // blocking when its connection is established off the map (its reads would meet tcp_bpf's EAGAIN). The
+        // tests then send in blocking mode and read with poll + MSG_DONTWAIT (recv_blocking).
+        set_nonblocking(c.get(), true);
+        int rc = ::connect(c.get(), reinterpret_cast<const sockaddr*>(&to.storage), to.len);
+        if (rc != 0 && errno == EINPROGRESS) {
+            pollfd p{c.get(), POLLOUT, 0};
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (::poll(&p, 1, 10000) == 1 && ::getsockopt(c.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0) {
+                errno = err;
+                rc = err == 0 ? 0 : -1;
+            } else {
+                errno = ETIMEDOUT;
+            }
+        }
+        if (rc == 0) {
+            set_nonblocking(c.get(), false);
             return c;
+        }
         // A fresh veth can take a moment before its route and neighbour work.
         const bool transient = errno == ENETUNREACH || errno == EHOSTUNREACH || errno == ECONNREFUSED;
         if (!transient || attempt >= 50)
@@ -671,12 +689,45 @@ std::atomic<uint64_t> g_spurious_eagain{0};
 ssize_t recv_blocking(int fd, void* buf, size_t len, int flags)
 {
     for (;;) {
-        const ssize_t n = ::recv(fd, buf, len, flags);
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, -1) < 0 && errno != EINTR)
+            return -1;
+        const ssize_t n = ::recv(fd, buf, len, flags | MSG_DONTWAIT);
         if (n >= 0 || (errno != EINTR && errno != EAGAIN))
             return n;
         if (errno == EAGAIN)
             ++g_spurious_eagain;
     }
+}
+
+bool recv_exact(int fd, void* buf, size_t len)
+{
+    auto* p = static_cast<unsigned char*>(buf);
+    for (size_t got = 0; got < len;) {
+        const ssize_t n = recv_blocking(fd, p + got, len - got);
+        if (n <= 0)
+            return false;
+        got += static_cast<size_t>(n);
+    }
+    return true;
+}
+
+void set_nonblocking(int fd, bool on)
+{
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) != 0)
+        throw_errno("fcntl O_NONBLOCK");
+}
+
+void warm_up(int client, int server)
+{
+    char byte = 'w';
+    send_all(client, &byte, 1);
+    if (recv_blocking(server, &byte, 1) != 1)
+        throw_errno("warm-up: the server's read");
+    send_all(server, &byte, 1);
+    if (recv_blocking(client, &byte, 1) != 1)
+        throw_errno("warm-up: the client's read");
 }
 
 uint64_t spurious_eagain()
@@ -727,13 +778,18 @@ TransferReport transfer(const TransferSpec& spec)
                 std::unique_lock lock(mu);
                 cv.wait(lock, [&] { return accepted; });
             }
+            // The warm-up (see warm_up): one byte each way.
+            char byte = 'w';
+            send_all(c.get(), &byte, 1);
+            if (recv_blocking(c.get(), &byte, 1) != 1)
+                throw_errno("warm-up: the client's read");
             if (spec.after_connect)
                 spec.after_connect();
             send_pattern(c.get(), spec.seed, 0, spec.bytes);
             ::shutdown(c.get(), SHUT_WR);
             // Wait for the server's FIN so that the whole teardown is in the counters.
             char tmp[256];
-            while (::recv(c.get(), tmp, sizeof tmp, 0) > 0) {
+            while (recv_blocking(c.get(), tmp, sizeof tmp) > 0) {
             }
         } catch (const std::exception& e) {
             std::lock_guard lock(mu);
@@ -753,6 +809,10 @@ TransferReport transfer(const TransferSpec& spec)
         cv.notify_all();
         if (!conn)
             throw_errno("accept");
+        char byte = 0;
+        if (recv_blocking(conn.get(), &byte, 1) != 1)
+            throw_errno("warm-up: the server's read");
+        send_all(conn.get(), &byte, 1);
         report.received = receive_verified(conn.get(), spec.seed);
     } catch (const std::exception& e) {
         server_error = e.what();

@@ -167,10 +167,17 @@ uint16_t local_port(int fd);
 // Connects to addr:port, optionally from bind_addr:bind_port; retries while the route is not up yet.
 sockredir::base::Fd connect_to(int family, const std::string& addr, uint16_t port, const std::string& bind_addr = {},
                                uint16_t bind_port = 0);
-// recv() on a blocking socket, retrying EINTR and the spurious EAGAIN of tcp_bpf_recvmsg(), which waits once and
-// gives up after a wakeup that brought no redirected data (README, known limits): a kernel quirk, not data loss.
-// The EAGAINs are counted in spurious_eagain() (this process).
+// Waits for data with poll() and reads with MSG_DONTWAIT, as an event-driven application does: sockredir redirects
+// only to readers it has seen read in non-blocking mode (a blocking read meets tcp_bpf_recvmsg()'s EAGAIN on any
+// wake-up without data, kernel-notes.md section 1). EAGAIN after poll() is retried and counted in
+// spurious_eagain() (this process).
 ssize_t recv_blocking(int fd, void* buf, size_t len, int flags = 0);
+void set_nonblocking(int fd, bool on);
+// recv_blocking until len bytes (MSG_WAITALL's promise, kept by the caller); false on EOF or an error.
+bool recv_exact(int fd, void* buf, size_t len);
+// One byte each way, read as above: both readers are then known to sockredir and have read everything sent by TCP,
+// so what follows is redirected from its first byte (a direction starts on TCP: README, "How it decides").
+void warm_up(int client, int server);
 uint64_t spurious_eagain();
 
 // Throws std::runtime_error "WHAT: strerror(errno)".

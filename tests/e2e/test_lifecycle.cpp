@@ -33,7 +33,7 @@ namespace {
 
 const char* const kPinnedProgs[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG};
 const char* const kPinnedMaps[] = {SOCKREDIR_MAP_SOCKS, SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG,
-                                   SOCKREDIR_MAP_PATH};
+                                   SOCKREDIR_MAP_SOCK_STATE};
 
 // The kernel ids of everything pinned in pin_dir.
 ObjectIds pinned_ids(const std::string& pin_dir)

@@ -86,7 +86,7 @@ struct Outcome {
 void serve(int fd, Outcome& out)
 {
     unsigned char header[8];
-    if (::recv(fd, header, sizeof header, MSG_WAITALL) != static_cast<ssize_t>(sizeof header))
+    if (!recv_exact(fd, header, sizeof header))
         throw std::runtime_error("no connection header");
     uint32_t magic, id;
     std::memcpy(&magic, header, 4);

@@ -200,7 +200,7 @@ TEST_CASE("a connection between two namespaces over a veth pair stays off the ma
         send_pattern(c.get(), kSeed, 0, kBytes);
         ::shutdown(c.get(), SHUT_WR);
         char tmp[64];
-        while (::recv(c.get(), tmp, sizeof tmp, 0) > 0) {
+        while (recv_blocking(c.get(), tmp, sizeof tmp) > 0) {
         }
         ch.send("done");
         return 0;
@@ -259,7 +259,7 @@ void detach_under_traffic(bool receiver_holds)
                 }
                 ::shutdown(c.get(), SHUT_WR);
                 char tmp[64];
-                while (::recv(c.get(), tmp, sizeof tmp, 0) > 0) {
+                while (recv_blocking(c.get(), tmp, sizeof tmp) > 0) {
                 }
             } catch (const std::exception& e) {
                 sender_error = e.what();

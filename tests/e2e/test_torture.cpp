@@ -421,7 +421,7 @@ void client(Traffic& t, const ConnPlan& p, uint16_t port)
 void threaded_server_conn(Traffic& t, Fd conn)
 {
     unsigned char header[8];
-    if (::recv(conn.get(), header, sizeof header, MSG_WAITALL) != static_cast<ssize_t>(sizeof header)) {
+    if (!recv_exact(conn.get(), header, sizeof header)) {
         t.error("threaded server: no connection header");
         return;
     }
