@@ -5,9 +5,9 @@ set -euo pipefail
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 cd "$root"
 
-# tools/bench and its package, byte-compiled by the python3 they run under (a syntax error otherwise shows only
+# tools/bench and its package, and tools/compat-doc.py, byte-compiled by the python3 they run under (a syntax error otherwise shows only
 # in a root run of the bench); the bytecode goes to a temporary directory, not into the tree.
-python=(tools/bench tools/benchlib/*.py)
+python=(tools/bench tools/benchlib/*.py tools/compat-doc.py)
 pycache="$(mktemp -d)"
 trap 'rm -rf -- "$pycache"' EXIT
 PYTHONPYCACHEPREFIX="$pycache" /usr/bin/python3 -m py_compile "${python[@]}"
