@@ -5,8 +5,8 @@ set -euo pipefail
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 cd "$root"
 
-# tools/bench and its package, and tools/compat-doc.py, byte-compiled by the python3 they run under (a syntax error otherwise shows only
-# in a root run of the bench); the bytecode goes to a temporary directory, not into the tree.
+# tools/bench and its package, and tools/compat-doc.py, byte-compiled by the python3 they run under (a syntax error
+# otherwise shows only in a root run); the bytecode goes to a temporary directory, not into the tree.
 python=(tools/bench tools/benchlib/*.py tools/compat-doc.py)
 pycache="$(mktemp -d)"
 trap 'rm -rf -- "$pycache"' EXIT
