@@ -425,7 +425,6 @@ CONFORM_SCENARIO(recv_while_shutdown_wr, "threads",
     std::string first;
     long long reply = 0;
     bool reply_intact = true, eof = false;
-    std::set<std::string> later_errors;
     std::thread reader([&] {
         unsigned char buf[4096];
         for (int calls = 0; calls < 1000; ++calls) {
@@ -440,9 +439,9 @@ CONFORM_SCENARIO(recv_while_shutdown_wr, "threads",
             } else if (r == 0) {
                 eof = true;
                 return;
-            } else if (calls > 0 && e != EINTR) {
-                later_errors.insert(errno_name(e));
             }
+            // Later errors are not recorded: whether a redirected reader is woken again without data (the
+            // peer's FIN, its ACK) depends on timing; the first call is the story.
         }
     });
     bool request_intact = false;
@@ -464,10 +463,6 @@ CONFORM_SCENARIO(recv_while_shutdown_wr, "threads",
     obs.flag("request intact", request_intact);
     obs.note("server recv after the request", server_eof);
     obs.note("first recv", first);
-    std::string names;
-    for (const auto& e : later_errors)
-        names += (names.empty() ? "" : " ") + e;
-    obs.note("later recv errors", names.empty() ? "none" : names);
     obs.note("reply bytes", reply);
     obs.flag("reply intact", reply_intact);
     obs.flag("eof", eof);
