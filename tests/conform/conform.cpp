@@ -29,7 +29,7 @@
 
 namespace conform {
 
-// --- the scenario API --------------------------------------------------------------------------------------------------
+// --- the scenario API ------------------------------------------------------------------------------------------------
 
 Fd& Fd::operator=(Fd&& other) noexcept
 {
@@ -40,7 +40,10 @@ Fd& Fd::operator=(Fd&& other) noexcept
     return *this;
 }
 
-Fd::~Fd() { close(); }
+Fd::~Fd()
+{
+    close();
+}
 
 void Fd::close()
 {
@@ -48,9 +51,15 @@ void Fd::close()
         ::close(std::exchange(fd_, -1));
 }
 
-void Obs::note(std::string_view key, std::string_view value) { items_.emplace_back(key, value); }
+void Obs::note(std::string_view key, std::string_view value)
+{
+    items_.emplace_back(key, value);
+}
 
-void Obs::note(std::string_view key, long long value) { note(key, std::to_string(value)); }
+void Obs::note(std::string_view key, long long value)
+{
+    note(key, std::to_string(value));
+}
 
 void Obs::ret(std::string_view key, long long r)
 {
@@ -80,7 +89,10 @@ void set_int(int fd, int level, int name, int value, const char* what)
         fail_errno(what);
 }
 
-int family_of(Family f) { return f == Family::v4 ? AF_INET : AF_INET6; }
+int family_of(Family f)
+{
+    return f == Family::v4 ? AF_INET : AF_INET6;
+}
 
 } // namespace
 
@@ -165,7 +177,10 @@ uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-uint64_t pattern_word(uint32_t seed, uint64_t word) { return mix((uint64_t{seed} << 44) ^ word); }
+uint64_t pattern_word(uint32_t seed, uint64_t word)
+{
+    return mix((uint64_t{seed} << 44) ^ word);
+}
 
 } // namespace
 
@@ -238,8 +253,8 @@ long long recv_pattern(int fd, uint32_t seed, uint64_t offset, size_t len, bool*
         if (errno == EINTR)
             continue;
         if (nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() > 0 && wait_readable(fd, static_cast<int>(left.count())))
                 continue;
         }
@@ -274,9 +289,15 @@ bool wait_for(int fd, short events, int timeout_ms)
 
 } // namespace
 
-bool wait_readable(int fd, int timeout_ms) { return wait_for(fd, POLLIN, timeout_ms); }
+bool wait_readable(int fd, int timeout_ms)
+{
+    return wait_for(fd, POLLIN, timeout_ms);
+}
 
-bool wait_writable(int fd, int timeout_ms) { return wait_for(fd, POLLOUT, timeout_ms); }
+bool wait_writable(int fd, int timeout_ms)
+{
+    return wait_for(fd, POLLOUT, timeout_ms);
+}
 
 void set_nonblock(int fd, bool on)
 {
@@ -302,13 +323,19 @@ std::vector<Scenario>& registry()
 
 } // namespace
 
-const std::vector<Scenario>& scenarios() { return registry(); }
+const std::vector<Scenario>& scenarios()
+{
+    return registry();
+}
 
-Registrar::Registrar(const Scenario& scenario) { registry().push_back(scenario); }
+Registrar::Registrar(const Scenario& scenario)
+{
+    registry().push_back(scenario);
+}
 
 } // namespace conform
 
-// --- the harness -------------------------------------------------------------------------------------------------------
+// --- the harness -----------------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -333,6 +360,7 @@ constexpr const char* kUsage =
 
 [[noreturn]] void die(const std::string& why)
 {
+    std::fflush(stdout); // the table so far first, then why it stops
     std::fprintf(stderr, "sockredir-conform: %s\n", why.c_str());
     std::exit(1);
 }
@@ -347,9 +375,12 @@ Options parse_options(int argc, char** argv)
 {
     Options o;
     const std::map<std::string, std::string*> values = {
-        {"--plain-cgroup", &o.plain_cgroup}, {"--redirect-cgroup", &o.redirect_cgroup},
-        {"--sockredir", &o.sockredir},       {"--pin-dir", &o.pin_dir},
-        {"--json", &o.json},                 {"--ledger", &o.ledger},
+        {"--plain-cgroup", &o.plain_cgroup},
+        {"--redirect-cgroup", &o.redirect_cgroup},
+        {"--sockredir", &o.sockredir},
+        {"--pin-dir", &o.pin_dir},
+        {"--json", &o.json},
+        {"--ledger", &o.ledger},
         {"--kernel", &o.kernel},
     };
     for (int i = 1; i < argc; ++i) {
@@ -380,7 +411,7 @@ Options parse_options(int argc, char** argv)
     return o;
 }
 
-// --- one run of a scenario, in a child -----------------------------------------------------------------------------------
+// --- one run of a scenario, in a child -------------------------------------------------------------------------------
 
 enum class End { ok, exception, crashed, timeout, harness };
 
@@ -432,6 +463,7 @@ void write_all(int fd, const std::string& data)
     if (fd < 0 || ::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
         report += kHarness;
         put_string(report, "cannot join " + procs + ": " + conform::errno_name(errno));
+        report += kDone;
         write_all(out, report);
         std::_Exit(3);
     }
@@ -609,7 +641,7 @@ Run run_in_child(const conform::Scenario& scenario, const std::string& cgroup)
     return run;
 }
 
-// --- sockredir's counters ------------------------------------------------------------------------------------------------
+// --- sockredir's counters --------------------------------------------------------------------------------------------
 
 // messages_redirected from `BIN status --pin-dir DIR --json`; 0 when nothing is attached there.
 uint64_t messages_redirected(const Options& o)
@@ -656,7 +688,7 @@ uint64_t messages_redirected(const Options& o)
     return std::strtoull(out.c_str() + at + key.size(), nullptr, 10);
 }
 
-// --- the ledger -------------------------------------------------------------------------------------------------------------
+// --- the ledger ------------------------------------------------------------------------------------------------------
 
 struct LedgerEntry {
     std::set<std::string> series;
@@ -713,7 +745,7 @@ std::string series_of(const std::string& release)
     return release.substr(0, end);
 }
 
-// --- verdicts and output -------------------------------------------------------------------------------------------------
+// --- verdicts and output ---------------------------------------------------------------------------------------------
 
 struct Result {
     const conform::Scenario* scenario;
@@ -730,10 +762,18 @@ std::string json_string(std::string_view s)
     std::string out = "\"";
     for (const char c : s) {
         switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
+        case '"':
+            out += "\\\"";
+            break;
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        case '\t':
+            out += "\\t";
+            break;
         default:
             if (static_cast<unsigned char>(c) < 0x20) {
                 char buf[8];
@@ -751,8 +791,8 @@ std::string json_items(const Items& items)
 {
     std::string out = "[";
     for (size_t i = 0; i < items.size(); ++i)
-        out += (i ? "," : "") + std::string("[") + json_string(items[i].first) + "," + json_string(items[i].second) +
-               "]";
+        out +=
+            (i ? "," : "") + std::string("[") + json_string(items[i].first) + "," + json_string(items[i].second) + "]";
     return out + "]";
 }
 
@@ -840,6 +880,10 @@ int main(int argc, char** argv)
         const uint64_t before = messages_redirected(o);
         r.redirected = run_in_child(*s, o.redirect_cgroup);
         const uint64_t after = messages_redirected(o);
+        // A child that could not join its cgroup told no story: nothing to compare, for any scenario.
+        for (const Run* run : {&r.plain, &r.redirected})
+            if (run->end == End::harness)
+                die(run->items.back().second);
         r.path = after > before ? "redirected" : "tcp";
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -850,8 +894,8 @@ int main(int argc, char** argv)
         else
             r.verdict = "differs";
         const auto known = ledger.find(s->name);
-        const bool listed = known != ledger.end() &&
-                            (known->second.series.count("*") || known->second.series.count(series));
+        const bool listed =
+            known != ledger.end() && (known->second.series.count("*") || known->second.series.count(series));
         if (r.verdict == "broken") {
             failures.push_back(std::string(s->name) + ": broken: the plain TCP run failed (" +
                                item_text(r.plain.items, r.plain.items.size() - 1) + ")");

@@ -121,7 +121,7 @@ void set_timeout(int fd, int name, int ms)
     ::setsockopt(fd, SOL_SOCKET, name, &tv, sizeof tv);
 }
 
-// --- reads and writes ---------------------------------------------------------------------------------------------------
+// --- reads and writes ------------------------------------------------------------------------------------------------
 
 CONFORM_SCENARIO(read_blocking_small, "read and write", "blocking recv() of a 100-byte write returns it whole")
 {
@@ -180,8 +180,7 @@ CONFORM_SCENARIO(read_nonblock_small, "read and write",
     recv_once(obs, "recv again", p.server.get(), 4096, 5, 100);
 }
 
-CONFORM_SCENARIO(read_nonblock_large, "read and write",
-                 "non-blocking reads with poll() of a 4 MiB stream, then EOF")
+CONFORM_SCENARIO(read_nonblock_large, "read and write", "non-blocking reads with poll() of a 4 MiB stream, then EOF")
 {
     PairOptions options;
     options.server_nonblock = true;
@@ -248,11 +247,14 @@ CONFORM_SCENARIO(write_blocking_large, "read and write",
     obs.flag("watchdog fired", dog.stop());
 }
 
-// --- signals ------------------------------------------------------------------------------------------------------------------
+// --- signals ---------------------------------------------------------------------------------------------------------
 
 std::atomic<int> g_alarms{0};
 
-void on_alarm(int) { g_alarms.fetch_add(1, std::memory_order_relaxed); }
+void on_alarm(int)
+{
+    g_alarms.fetch_add(1, std::memory_order_relaxed);
+}
 
 // A blocking recv() in a process taking a 1 ms interval timer; the data comes after 50 ms from a thread that blocks
 // the signal, so the reader is the one interrupted.
@@ -305,7 +307,7 @@ CONFORM_SCENARIO(recv_signal_norestart, "signals",
     signal_story(obs, false);
 }
 
-// --- threads sharing a socket -------------------------------------------------------------------------------------------
+// --- threads sharing a socket ----------------------------------------------------------------------------------------
 
 CONFORM_SCENARIO(two_readers, "threads",
                  "two threads blocked in recv() on one socket share the stream, no error, both see EOF")
@@ -433,8 +435,8 @@ CONFORM_SCENARIO(recv_while_shutdown_wr, "threads",
             if (calls == 0)
                 first = r >= 0 ? std::to_string(r) : errno_name(e);
             if (r > 0) {
-                reply_intact = reply_intact && check_pattern(31, static_cast<uint64_t>(reply), buf,
-                                                             static_cast<size_t>(r));
+                reply_intact =
+                    reply_intact && check_pattern(31, static_cast<uint64_t>(reply), buf, static_cast<size_t>(r));
                 reply += r;
             } else if (r == 0) {
                 eof = true;
@@ -469,7 +471,7 @@ CONFORM_SCENARIO(recv_while_shutdown_wr, "threads",
     obs.flag("watchdog fired", dog.stop());
 }
 
-// --- shutdown and close --------------------------------------------------------------------------------------------------
+// --- shutdown and close ----------------------------------------------------------------------------------------------
 
 CONFORM_SCENARIO(shutdown_rd_recv, "shutdown and close",
                  "shutdown(SHUT_RD) then recv(): EOF at once, data the peer sends later is still readable")
@@ -581,7 +583,7 @@ CONFORM_SCENARIO(send_after_peer_close, "shutdown and close",
     obs.ret("second send", send_once(p.client.get(), 74, 100, 100));
 }
 
-// --- receive flags ---------------------------------------------------------------------------------------------------------
+// --- receive flags ---------------------------------------------------------------------------------------------------
 
 CONFORM_SCENARIO(waitall_pieces, "receive flags",
                  "blocking recv(MSG_WAITALL) of 4000 bytes sent as four 1000-byte pieces 10 ms apart")
@@ -627,8 +629,9 @@ CONFORM_SCENARIO(peek_off, "receive flags",
     obs.ret("second peek", r);
     if (r > 0) {
         const auto n = static_cast<size_t>(r);
-        obs.note("second peek starts at", check_pattern(82, 100, buf, n) ? "100" : check_pattern(82, 0, buf, n) ? "0"
-                                                                                                                : "?");
+        obs.note("second peek starts at", check_pattern(82, 100, buf, n) ? "100"
+                                          : check_pattern(82, 0, buf, n) ? "0"
+                                                                         : "?");
     }
     recv_once(obs, "read", p.server.get(), 4096, 82, 0, MSG_DONTWAIT);
 }
@@ -649,7 +652,7 @@ CONFORM_SCENARIO(msg_trunc, "receive flags",
     }
 }
 
-// --- receive and send options ---------------------------------------------------------------------------------------
+// --- receive and send options ----------------------------------------------------------------------------------------
 
 CONFORM_SCENARIO(rcvlowat_blocking, "socket options",
                  "SO_RCVLOWAT 1000: a blocking recv() returns only once 1000 bytes are there (sent as 500 + 500)")
@@ -735,8 +738,8 @@ CONFORM_SCENARIO(sndtimeo_full, "socket options",
     }
     obs.note("held back", stop);
     bool intact = false;
-    obs.flag("every byte sent arrives", recv_pattern(p.server.get(), 93, 0, sent, &intact) ==
-                                            static_cast<long long>(sent));
+    obs.flag("every byte sent arrives",
+             recv_pattern(p.server.get(), 93, 0, sent, &intact) == static_cast<long long>(sent));
     obs.flag("intact", intact);
 }
 
