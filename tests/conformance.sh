@@ -35,14 +35,21 @@ name="sockredir-conform-$$"
 work=""
 plain=""
 redirect=""
+suite_pid=""
 
 cleanup() {
     local rc=$? dir
     trap - EXIT INT TERM HUP
     set +e
     cd /
-    # The children cgroups first: sandbox_destroy removes only the one it made. Detach before anything is killed, so
-    # that no attachment outlives a failed run (sandbox_destroy's own detach then says "nothing to do").
+    # The suite first: timeout passes the signal on to sockredir-conform, and the scenario child it may leave
+    # behind is in the cgroup that cgroup.kill empties below.
+    if [[ -n "$suite_pid" ]]; then
+        kill -TERM "$suite_pid" 2>/dev/null
+        wait "$suite_pid" 2>/dev/null
+    fi
+    # Detach before the cgroups go, so that no attachment outlives a failed run (sandbox_destroy's own detach then
+    # says "nothing to do"); then the two children cgroups, which sandbox_destroy does not know of.
     if [[ -n "$bpffs" ]] && mountpoint -q "$bpffs"; then
         "$bin" detach --pin-dir "$pin_dir" >/dev/null || echo "conformance.sh: detach failed" >&2
     fi
@@ -75,10 +82,14 @@ redirect="$cgroup/redirect"
 kernel="$(uname -r)"
 json="$json_dir/conformance-$kernel.json"
 rc=0
-# The harness stays in this script's cgroup; it moves each scenario's child into plain or redirect itself.
+# The harness stays in this script's cgroup; it moves each scenario's child into plain or redirect itself. In the
+# background, so that a signal to this script runs the cleanup at once rather than after the suite.
 timeout -k 5 280 "${in_netns[@]}" "$conform" --plain-cgroup "$plain" --redirect-cgroup "$redirect" \
     --sockredir "$bin" --pin-dir "$pin_dir" --ledger "$root/tests/conform/known-differences.txt" \
-    --json "$json" || rc=$?
+    --json "$json" &
+suite_pid=$!
+wait "$suite_pid" || rc=$?
+suite_pid=""
 "$bin" detach --pin-dir "$pin_dir" >/dev/null
 [[ -f "$json" ]] || fail "the suite wrote no $json (exit $rc)"
 echo "conformance: wrote $json"
