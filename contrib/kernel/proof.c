@@ -2,9 +2,9 @@
 // proof: shows the sockmap receive-path defects of tcp_bpf_recvmsg() (contrib/kernel/README.md), or their absence.
 //
 // Built static (gcc -static -pthread) for a busybox initramfs; run as root inside a VM only: it creates a sockhash
-// and loads a two-line sk_msg program. No libbpf: bpf(2) directly.
+// and loads two tiny programs (sk_msg, sk_skb) written as instructions. No libbpf: bpf(2) directly.
 //
-// Each test runs on a fresh loopback TCP pair in three modes:
+// Each test runs on a fresh loopback TCP pair in four modes:
 //   plain     the pair is not in any map: the control, must pass on every kernel;
 //   map       the reading end is inserted into a SOCKHASH from user space, with no program attached: insertion alone
 //             replaces its recvmsg with tcp_bpf_recvmsg (tcp_bpf_update_proto picks TCP_BPF_BASE); bytes travel by TCP;
@@ -23,14 +23,16 @@
 //   timeout   SO_RCVTIMEO 500 ms, another thread's shutdown(SHUT_WR) wakes the socket at 100 ms: EAGAIN, after 500 ms;
 //   shutdown  another thread's shutdown(SHUT_WR) at 100 ms, 64 bytes at 300 ms: no EAGAIN, 64 bytes;
 //   eof       64 bytes, then the peer's shutdown(SHUT_WR): 64 bytes, then 0.
+// Then, for information, two defects that have no patch: splice(2) of redirected bytes, and close with unread
+// redirected bytes (no RST).
 // Last line: "PROOF VERDICT: DEFECT ..." (every defect of tcp_bpf_recvmsg shown in map and redirect modes, control
 // good), "PROOF VERDICT: FIXED" (every test of those modes behaves like plain TCP), or "PROOF VERDICT: MIXED|BROKEN".
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/tcp.h> // struct tcp_info with tcpi_bytes_received (not in glibc's netinet/tcp.h)
 #include <netinet/in.h>
-#include <linux/tcp.h> // struct tcp_info with tcpi_bytes_received
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
