@@ -22,7 +22,10 @@
 //   timeo-eintr  SO_RCVTIMEO 2 s and a SA_RESTART signal at 100 ms: EINTR (a timed recv is not restarted);
 //   timeout   SO_RCVTIMEO 500 ms, another thread's shutdown(SHUT_WR) wakes the socket at 100 ms: EAGAIN, after 500 ms;
 //   shutdown  another thread's shutdown(SHUT_WR) at 100 ms, 64 bytes at 300 ms: no EAGAIN, 64 bytes;
-//   eof       64 bytes, then the peer's shutdown(SHUT_WR): 64 bytes, then 0.
+//   eof       64 bytes, then the peer's shutdown(SHUT_WR): 64 bytes, then 0;
+//   and three regression checks for the patch, which the stock kernel passes as well: waitall-eof (MSG_WAITALL of
+//   3000, 1000 sent then EOF: 1000), peek (a blocking MSG_PEEK sees the 64 bytes, then a read gets them) and
+//   nonblock (MSG_DONTWAIT with nothing queued: EAGAIN at once).
 // Then, for information, two defects that have no patch: splice(2) of redirected bytes, and close with unread
 // redirected bytes (no RST).
 // Last line: "PROOF VERDICT: DEFECT ..." (every defect of tcp_bpf_recvmsg shown in map and redirect modes, control
@@ -271,8 +274,9 @@ struct reader {
 	size_t len;  // buffer per recv
 	size_t want; // loop until this many bytes (0: one recv only)
 	int until_eof;
+	int peek_first; // one blocking recv(MSG_PEEK) before the reads
 	// results
-	long calls, eagain, eintr, other_err, bytes, first_ret, first_errno, elapsed_ms, eof, corrupt;
+	long calls, eagain, eintr, other_err, bytes, first_ret, first_errno, elapsed_ms, eof, corrupt, peeked;
 };
 
 static void *reader_main(void *arg)
@@ -285,6 +289,12 @@ static void *reader_main(void *arg)
 	sigaddset(&set, SIGALRM);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL); // only this thread takes the timer's signals
 	long start = now_ms();
+	if (r->peek_first) {
+		r->peeked = recv(r->fd, buf, r->len, MSG_PEEK);
+		for (long i = 0; i < r->peeked; i++)
+			if (buf[i] != pattern((size_t)i))
+				r->corrupt++;
+	}
 	for (;;) {
 		ssize_t n = recv(r->fd, buf, r->len, r->flags);
 		int err = errno;
@@ -335,6 +345,7 @@ struct test {
 	int flags;            // recv flags
 	size_t len, want;     // see struct reader
 	int until_eof;
+	int peek_first;
 	struct step steps[4];
 	int nsteps;
 	int (*ok)(const struct reader *r, char *why, size_t whylen);
@@ -380,24 +391,57 @@ static int ok_eof(const struct reader *r, char *why, size_t n)
 	return r->eagain == 0 && r->other_err == 0 && r->bytes == 64 && r->eof;
 }
 
+static int ok_peek(const struct reader *r, char *why, size_t n)
+{
+	snprintf(why, n, "peeked %ld, then read %ld/64, EAGAIN %ld", r->peeked, r->bytes, r->eagain);
+	return r->peeked == 64 && r->bytes == 64 && r->eagain == 0 && r->other_err == 0;
+}
+
+static int ok_nonblock(const struct reader *r, char *why, size_t n)
+{
+	snprintf(why, n, "recv returned %ld, errno %s after %ld ms", r->first_ret,
+		 r->first_errno ? strerrorname_np(r->first_errno) : "0", r->elapsed_ms);
+	return r->first_ret == -1 && r->first_errno == EAGAIN && r->elapsed_ms < 50;
+}
+
+static int ok_waitall_eof(const struct reader *r, char *why, size_t n)
+{
+	snprintf(why, n, "one recv returned %ld of 3000 (1000 sent, then EOF)", r->first_ret);
+	return r->first_ret == 1000;
+}
+
 static const struct test tests[] = {
-	{"restart", 1, 1000, 1000, 0, 0, 0, 4096, 64, 0, {{200, SEND, 64}}, 1, ok_restart},
-	{"waitall", 0, 0, 0, 0, 0, MSG_WAITALL, 3000, 0, 0,
-	 {{100, SEND, 1000}, {200, SEND, 1000}, {300, SEND, 1000}}, 3, ok_waitall},
-	{"rcvlowat", 0, 0, 0, 0, 3000, 0, 4096, 0, 0,
-	 {{100, SEND, 1000}, {200, SEND, 1000}, {300, SEND, 1000}}, 3, ok_waitall},
-	{"eintr", 0, 100000, 0, 0, 0, 0, 4096, 0, 0, {{400, SEND, 64}}, 1, ok_eintr},
-	{"timeo-eintr", 1, 100000, 0, 2000, 0, 0, 4096, 0, 0, {{400, SEND, 64}}, 1, ok_eintr},
-	{"timeout", 0, 0, 0, 500, 0, 0, 4096, 0, 0, {{100, READER_SHUT_WR, 0}}, 1, ok_timeout},
-	{"shutdown", 0, 0, 0, 0, 0, 0, 4096, 64, 0, {{100, READER_SHUT_WR, 0}, {300, SEND, 64}}, 2, ok_shutdown},
-	{"eof", 0, 0, 0, 0, 0, 0, 4096, 64, 1, {{100, SEND, 64}, {200, WRITER_SHUT_WR, 0}}, 2, ok_eof},
+	{"restart", .restart = 1, .timer_first_us = 1000, .timer_every_us = 1000, .len = 4096, .want = 64,
+	 .steps = {{200, SEND, 64}}, .nsteps = 1, .ok = ok_restart},
+	{"waitall", .flags = MSG_WAITALL, .len = 3000,
+	 .steps = {{100, SEND, 1000}, {200, SEND, 1000}, {300, SEND, 1000}}, .nsteps = 3, .ok = ok_waitall},
+	{"rcvlowat", .rcvlowat = 3000, .len = 4096,
+	 .steps = {{100, SEND, 1000}, {200, SEND, 1000}, {300, SEND, 1000}}, .nsteps = 3, .ok = ok_waitall},
+	{"eintr", .timer_first_us = 100000, .len = 4096, .steps = {{400, SEND, 64}}, .nsteps = 1, .ok = ok_eintr},
+	{"timeo-eintr", .restart = 1, .timer_first_us = 100000, .rcvtimeo_ms = 2000, .len = 4096,
+	 .steps = {{400, SEND, 64}}, .nsteps = 1, .ok = ok_eintr},
+	{"timeout", .rcvtimeo_ms = 500, .len = 4096, .steps = {{100, READER_SHUT_WR, 0}}, .nsteps = 1, .ok = ok_timeout},
+	{"shutdown", .len = 4096, .want = 64, .steps = {{100, READER_SHUT_WR, 0}, {300, SEND, 64}}, .nsteps = 2,
+	 .ok = ok_shutdown},
+	{"eof", .len = 4096, .want = 64, .until_eof = 1, .steps = {{100, SEND, 64}, {200, WRITER_SHUT_WR, 0}},
+	 .nsteps = 2, .ok = ok_eof},
+	// Regression checks for the patch: these pass on the stock kernel too.
+	{"waitall-eof", .flags = MSG_WAITALL, .len = 3000, .steps = {{100, SEND, 1000}, {200, WRITER_SHUT_WR, 0}},
+	 .nsteps = 2, .ok = ok_waitall_eof},
+	{"peek", .len = 4096, .want = 64, .peek_first = 1, .steps = {{100, SEND, 64}}, .nsteps = 1, .ok = ok_peek},
+	{"nonblock", .flags = MSG_DONTWAIT, .len = 4096, .ok = ok_nonblock},
 };
 enum { NTESTS = sizeof(tests) / sizeof(tests[0]) };
 
 static int run_test(const struct test *t, enum mode mode, char *why, size_t whylen)
 {
 	struct pair p = pair_open(mode);
-	struct reader r = {.fd = p.reader, .flags = t->flags, .len = t->len, .want = t->want, .until_eof = t->until_eof};
+	struct reader r = {.fd = p.reader,
+			   .flags = t->flags,
+			   .len = t->len,
+			   .want = t->want,
+			   .until_eof = t->until_eof,
+			   .peek_first = t->peek_first};
 	pthread_t th;
 	sent_total = 0;
 	signals = 0;
