@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a small x86_64 kernel from Debian's linux-source-6.12 with the patches of contrib/kernel/patches/.
 #
-# usage: contrib/kernel/build.sh [--cache DIR] [--jobs N] [--print-image]
+# usage: contrib/kernel/build.sh [--cache DIR] [--jobs N] [--unpatched] [--print-image]
 #
 # Everything lives outside the git tree, in the cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/sockredir-kernel,
 # or $SOCKREDIR_KERNEL_CACHE, or --cache):
@@ -11,6 +11,8 @@
 # A kernel already in images/ is not rebuilt. The configuration is `make tinyconfig` plus the options of
 # sockredir-proof.config; the script fails if `make olddefconfig` dropped one of them. The build runs niced
 # (nice -n 19 make -j2: the machine's cores are shared). Missing build tools are installed with apt-get (as root).
+# --unpatched builds the same configuration without the patches: a control that differs from the patched kernel by
+# the patches alone (prove.sh --stock-kernel "$(contrib/kernel/build.sh --unpatched | tail -n 1)").
 # The last line of output is the path of the bzImage (alone with --print-image).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ cache="${SOCKREDIR_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sockredir-kerne
 tarball="${SOCKREDIR_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}"
 jobs=2
 quiet=0
+unpatched=0
 
 usage() {
     sed -n 's/^# usage: //p' "${BASH_SOURCE[0]}" >&2
@@ -28,6 +31,7 @@ while (($# > 0)); do
     case "$1" in
     --cache) cache="${2:?}"; shift 2 ;;
     --jobs) jobs="${2:?}"; shift 2 ;;
+    --unpatched) unpatched=1; shift ;;
     --print-image) quiet=1; shift ;;
     -h | --help) usage ;;
     *) echo "build.sh: unknown argument '$1'" >&2; usage ;;
@@ -56,6 +60,7 @@ fi
 shopt -s nullglob
 patches=("$here"/patches/*.patch)
 shopt -u nullglob
+((!unpatched)) || patches=()
 fragment="$here/sockredir-proof.config"
 source_version="$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null || stat -c '%s %Y' "$tarball")"
 hash="$({

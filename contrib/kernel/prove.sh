@@ -47,10 +47,10 @@ if [[ -z "$stock" ]]; then
     stock="$dir/vmlinuz"
     stock_name="$(cat "$dir/ready")"
 else
-    stock_name="$(basename "$stock")"
+    stock_name="$stock"
 fi
 if [[ -z "$image" ]]; then
-    echo "=== building the patched kernel (contrib/kernel/build.sh; cached)"
+    echo "=== the patched kernel: contrib/kernel/build.sh (cached after the first build)"
     image="$("$here/build.sh" | tail -n 1)"
 fi
 [[ -f "$image" ]] || { echo "prove.sh: $image not found"; exit 1; }
@@ -88,7 +88,7 @@ chmod 755 "$tree/init"
 # --- boot each kernel once -------------------------------------------------------------------------------------------
 boot() { # name kernel -> prints the serial log, sets $verdict
     local name="$1" kernel="$2" log="$work/serial-$1.log" rc=0 start=$SECONDS
-    echo "=== $name: $kernel"
+    echo "=== $name ($kernel)"
     timeout -k 10 "$timeout_s" qemu-system-x86_64 \
         -nodefaults -no-reboot -display none -monitor none -serial stdio \
         -m 512 -smp 1 \
@@ -101,12 +101,13 @@ boot() { # name kernel -> prints the serial log, sets $verdict
         ((rc == 124 || rc == 137)) && verdict="(timed out after $timeout_s s)" || verdict="(qemu exited $rc without a verdict)"
         tr -d '\r' <"$log" | tail -n 20 | sed 's/^/    | /'
     fi
-    echo "    ($name: $((SECONDS - start)) s)"
+    echo "    (booted and judged in $((SECONDS - start)) s)"
 }
 
-boot "stock ($stock_name)" "$stock"
+boot "stock: $stock_name" "$stock"
 stock_verdict="$verdict"
-boot "patched ($(basename "$(dirname "$image")"))" "$image"
+label="$(paste -sd, "$(dirname "$image")/patches" 2>/dev/null || true)"
+boot "patched: ${label:-no patch list next to the image}" "$image"
 patched_verdict="$verdict"
 
 echo "=== results"
