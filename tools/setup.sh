@@ -10,8 +10,8 @@ cd "$root"
 # header. libc6-dev and linux-libc-dev:
 # libc.a for the static link and <linux/bpf.h>. binutils: strip. mount and
 # util-linux: mount, mountpoint and nsenter for tools/demo.sh. redis-server,
-# redis-tools, nginx, wrk, curl, postgresql: tests/real_servers.sh (it starts its own
-# instances in a private namespace; services the install may start are not used).
+# redis-tools, nginx, wrk, curl, postgresql, haproxy: tests/real_servers.sh (it starts its
+# own instances in a private namespace; services the install may start are not used).
 # qemu-system-x86, busybox-static, cpio: tools/vmtest.sh (it fetches the kernels itself).
 # systemd (systemd-analyze) and python3-yaml: the contrib test.
 packages=(
@@ -20,7 +20,7 @@ packages=(
     libc6-dev linux-libc-dev binutils
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
-    redis-server redis-tools nginx wrk curl postgresql
+    redis-server redis-tools nginx wrk curl postgresql haproxy
     qemu-system-x86 busybox-static cpio systemd python3-yaml
     libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
     sockperf python3-matplotlib bpftool time # tools/bench (meson test bench-smoke); bpftool only for its comparison

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots Debian's 6.1 and 6.12 kernels under qemu (TCG) with a busybox initramfs: attach, a proven transfer, detach.
 #
-# usage: tools/vmtest.sh [--kernel 6.1|6.12]... [--bin PATH] [--peer PATH] [--trace TOOL TP_OBJECT FEXIT_OBJECT] [--timeout SECONDS]
+# usage: tools/vmtest.sh [--kernel 6.1|6.12]... [--bin PATH] [--peer PATH] [--trace TOOL TP_OBJECT FEXIT_OBJECT] [--conform PATH] [--conform-out DIR] [--timeout SECONDS]
 #
 # The kernels are Debian's linux-image packages, fetched with apt-get download into a cache
 # ($VMTEST_CACHE, default build-vm/vmtest-cache) and unpacked there with dpkg-deb: never installed
@@ -10,9 +10,12 @@
 # mount bpffs and cgroup2 itself. Inside the VM, /init proves a plain TCP transfer takes TCP
 # segments, runs check and attach, proves a transfer redirected (segment counters) and intact,
 # reads status, detaches, proves TCP is back, runs the receive-path tracing proof (--trace: tp_btf and fexit
-# programs with CO-RE against the guest kernel's BTF, tests/vm/trace.cpp), and prints "VMTEST PASS" or
-# "VMTEST FAIL: reason" before it powers off. Exit 0 when every kernel passed; 77 (skip) when qemu or a kernel package
-# is not available, except under CI=true, where that is a failure.
+# programs with CO-RE against the guest kernel's BTF, tests/vm/trace.cpp), runs the conformance suite (--conform:
+# sockredir-conform with two cgroups of its own, attached to one of them with a pin dir of its own, judged by the
+# ledger tests/conform/known-differences.txt; its JSON comes back over the console between marker lines and is
+# written to --conform-out DIR, default the binary's directory, as conformance-<kernel>.json), and prints
+# "VMTEST PASS" or "VMTEST FAIL: reason" before it powers off. Exit 0 when every kernel passed; 77 (skip) when qemu
+# or a kernel package is not available, except under CI=true, where that is a failure.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +24,8 @@ kernels=()
 bin="$root/build/sockredir-min"
 peer="$root/build/sockredir-vm-peer"
 trace=()
+conform=""
+conform_out=""
 timeout_s="${VMTEST_TIMEOUT:-240}"
 cache="${VMTEST_CACHE:-$root/build-vm/vmtest-cache}"
 busybox="${VMTEST_BUSYBOX:-/bin/busybox}"
@@ -36,6 +41,8 @@ while (($# > 0)); do
     --bin) bin="${2:?}"; shift 2 ;;
     --peer) peer="${2:?}"; shift 2 ;;
     --trace) trace=("${2:?}" "${3:?}" "${4:?}"); shift 4 ;;
+    --conform) conform="${2:?}"; shift 2 ;;
+    --conform-out) conform_out="${2:?}"; shift 2 ;;
     --timeout) timeout_s="${2:?}"; shift 2 ;;
     -h | --help) usage ;;
     *) echo "vmtest.sh: unknown argument '$1'" >&2; usage ;;
@@ -69,6 +76,12 @@ require_static() {
 require_static "$bin"
 require_static "$peer"
 ((${#trace[@]} == 0)) || require_static "${trace[0]}"
+if [[ -n "$conform" ]]; then
+    require_static "$conform"
+    command -v python3 >/dev/null 2>&1 || cannot_run "python3 not installed (it checks the conformance JSON)"
+    [[ -n "$conform_out" ]] || conform_out="$(dirname "$conform")"
+    mkdir -p "$conform_out"
+fi
 require_static "$busybox"
 
 # Options the VM needs built in (this script loads no modules; Debian builds all of them in).
@@ -140,6 +153,10 @@ if ((${#trace[@]} > 0)); then
     cp -- "${trace[1]}" "$tree/trace_tp.bpf.o"
     cp -- "${trace[2]}" "$tree/trace_fexit.bpf.o"
 fi
+if [[ -n "$conform" ]]; then
+    cp -- "$conform" "$tree/bin/sockredir-conform"
+    cp -- "$root/tests/conform/known-differences.txt" "$tree/known-differences.txt"
+fi
 # The kernel opens /dev/console for PID 1 before any devtmpfs is mounted.
 if ((EUID == 0)); then
     mknod -m 600 "$tree/dev/console" c 5 1
@@ -210,6 +227,27 @@ if [ -x /bin/sockredir-vm-trace ]; then
     rmdir /sys/fs/bpf/trace || fail "the tracing proof left pins in /sys/fs/bpf/trace"
 fi
 
+if [ -x /bin/sockredir-conform ]; then
+    step "conformance suite: plain and redirected cgroups of its own, pins in /sys/fs/bpf/conform"
+    cgroot="$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)"
+    [ -n "$cgroot" ] || fail "no cgroup2 mount for the conformance suite"
+    mkdir "$cgroot/conform-plain" "$cgroot/conform-redirect" || fail "cannot make the conformance cgroups"
+    sockredir-min attach --cgroup "$cgroot/conform-redirect" --pin-dir /sys/fs/bpf/conform >/dev/null ||
+        fail "attach for the conformance suite failed"
+    conform_rc=0
+    sockredir-conform --plain-cgroup "$cgroot/conform-plain" --redirect-cgroup "$cgroot/conform-redirect" \
+        --sockredir /sbin/sockredir-min --pin-dir /sys/fs/bpf/conform --ledger /known-differences.txt \
+        --json /tmp/conformance.json || conform_rc=$?
+    sockredir-min detach --pin-dir /sys/fs/bpf/conform >/dev/null || fail "detach after the conformance suite failed"
+    if [ -f /tmp/conformance.json ]; then
+        echo "VMTEST CONFORM JSON BEGIN"
+        cat /tmp/conformance.json
+        echo "VMTEST CONFORM JSON END"
+    fi
+    rmdir "$cgroot/conform-plain" "$cgroot/conform-redirect" || fail "cannot remove the conformance cgroups"
+    [ "$conform_rc" -eq 0 ] || fail "the conformance suite failed (exit $conform_rc)"
+fi
+
 finish "VMTEST PASS $(uname -r)"
 INIT
 chmod 755 "$tree/init"
@@ -251,6 +289,21 @@ for series in "${kernels[@]}"; do
     tr -d '\r' <"$log" | sed 's/^/    /'
 
     verdict="$(tr -d '\r' <"$log" | grep -m 1 -E '^VMTEST (PASS|FAIL)' || true)"
+    if [[ -n "$conform" ]]; then
+        guest="$(tr -d '\r' <"$log" | sed -n 's/^VMTEST kernel //p' | head -n 1)"
+        conform_json="$conform_out/conformance-${guest:-$series}.json"
+        tr -d '\r' <"$log" | sed -n '/^VMTEST CONFORM JSON BEGIN$/,/^VMTEST CONFORM JSON END$/p' | sed '1d;$d' \
+            >"$conform_json.tmp"
+        if [[ -s "$conform_json.tmp" ]] && python3 -m json.tool "$conform_json.tmp" >/dev/null 2>&1; then
+            mv -- "$conform_json.tmp" "$conform_json"
+            echo "conformance results: $conform_json"
+        else
+            rm -f -- "$conform_json.tmp"
+            if [[ "$verdict" == "VMTEST PASS"* ]]; then
+                verdict="VMTEST FAIL: no readable conformance JSON on the console"
+            fi
+        fi
+    fi
     if [[ "$verdict" == "VMTEST PASS"* ]]; then
         results+=("Linux $series ($(cat "$dir/ready")): PASS in ${elapsed} s")
         passed=$((passed + 1))
