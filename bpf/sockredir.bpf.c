@@ -399,6 +399,11 @@ int sockredir_msg(struct sk_msg_md *msg)
 	}
 	flow = bpf_map_lookup_elem(&flows, &me->peer);
 	if (!flow) {
+		/* A server's end is established after its client's: no flow now means a client that stays off the map
+		 * (blocking, another cgroup). Alone in the map the socket gains nothing and keeps tcp_bpf's reads. A
+		 * client's end may send before its server's end is established: it waits. */
+		if (me->flags & SOCKREDIR_SOCK_PASSIVE)
+			me->flags |= SOCKREDIR_SOCK_EVICT;
 		why = SOCKREDIR_PASS_NO_PEER;
 		goto tcp;
 	}

@@ -146,14 +146,61 @@ Pair make_pair(const PairOptions& options)
         fail_errno("socket (client)");
     if (options.on_client)
         options.on_client(pair.client.get());
-    while (::connect(pair.client.get(), reinterpret_cast<sockaddr*>(&peer), peer_len) != 0)
-        if (errno != EINTR)
+    // Connected in the mode the story reads in, as its application would: sockredir keeps a client socket that is
+    // blocking when its connection is established off the map, and watches the reads of the server's end.
+    set_nonblock(pair.client.get(), options.client_nonblock);
+    if (::connect(pair.client.get(), reinterpret_cast<sockaddr*>(&peer), peer_len) != 0) {
+        if (errno != EINPROGRESS)
             fail_errno("connect");
-    if (options.client_nonblock)
-        set_nonblock(pair.client.get(), true);
-    if (options.accept)
+        if (!wait_writable(pair.client.get(), 5000))
+            throw std::runtime_error("connect: not connected within 5 s");
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (::getsockopt(pair.client.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            errno = err;
+            fail_errno("connect");
+        }
+    }
+    set_nonblock(pair.client.get(), options.client_nonblock);
+    if (options.accept) {
         pair.accept_now(options);
+        if (options.warm_up) {
+            warm_up_read_write(pair.client.get(), pair.server.get());
+        }
+    }
     return pair;
+}
+
+namespace {
+
+// One byte from `from` to `to`, read in `to`'s own mode.
+void one_byte(int from, int to)
+{
+    const char w = 'w';
+    while (::send(from, &w, 1, MSG_NOSIGNAL) != 1)
+        if (errno != EINTR && errno != EAGAIN)
+            fail_errno("warm-up send");
+    char r = 0;
+    for (;;) {
+        const int flags = ::fcntl(to, F_GETFL);
+        if ((flags & O_NONBLOCK) != 0 && !wait_readable(to, 5000))
+            throw std::runtime_error("warm-up: no byte within 5 s");
+        const ssize_t n = ::recv(to, &r, 1, 0);
+        if (n == 1)
+            return;
+        if (n == 0)
+            throw std::runtime_error("warm-up: EOF");
+        if (errno != EINTR && errno != EAGAIN)
+            fail_errno("warm-up recv");
+    }
+}
+
+} // namespace
+
+void warm_up_read_write(int client, int server)
+{
+    one_byte(client, server);
+    one_byte(server, client);
 }
 
 void Pair::accept_now(const PairOptions& options)

@@ -79,6 +79,12 @@ struct PairOptions {
     // Called on the client socket before connect() (SO_SNDBUF, TCP_NODELAY, ...).
     std::function<void(int)> on_client;
     bool accept = true; // false: leave the connection in the accept queue (pair.server stays empty)
+    // After accept: one byte each way, each end reading in its own mode (poll + recv when non-blocking, a blocking
+    // recv otherwise), as the application's first exchange would. sockredir redirects a direction only once its
+    // reader has been seen reading, and reading in a way the redirect path serves as TCP does: without this
+    // first exchange no story would ever run redirected; with it, a story on non-blocking sockets runs redirected
+    // from its first byte and one on blocking sockets runs on TCP (sockredir keeps blocking readers off).
+    bool warm_up = true;
 };
 
 // A connected TCP pair on loopback; the listener is kept open until the Pair goes.
@@ -90,8 +96,12 @@ struct Pair {
     void accept_now(const PairOptions& options);
 };
 
-// Listens on an ephemeral loopback port, connects, accepts. Throws std::runtime_error on failure.
+// Listens on an ephemeral loopback port, connects (in the client's mode), accepts, warms up. Throws
+// std::runtime_error on failure. A story runs redirected only when both ends are non-blocking: sockredir keeps a
+// connection with a blocking reader on TCP (kernel-notes.md section 1).
 Pair make_pair(const PairOptions& options = {});
+// The warm-up of PairOptions::warm_up, for pairs made by hand: one byte each way, each end reading in its own mode.
+void warm_up_read_write(int client, int server);
 
 // The test stream: byte at stream offset `offset` of stream `seed`.
 void pattern(uint32_t seed, uint64_t offset, unsigned char* buf, size_t len);

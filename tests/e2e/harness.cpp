@@ -719,15 +719,20 @@ void set_nonblocking(int fd, bool on)
         throw_errno("fcntl O_NONBLOCK");
 }
 
-void warm_up(int client, int server)
+void warm_up_client(int client)
 {
     char byte = 'w';
     send_all(client, &byte, 1);
+    if (recv_blocking(client, &byte, 1) != 1)
+        throw_errno("warm-up: the client's read");
+}
+
+void warm_up_server(int server)
+{
+    char byte = 0;
     if (recv_blocking(server, &byte, 1) != 1)
         throw_errno("warm-up: the server's read");
     send_all(server, &byte, 1);
-    if (recv_blocking(client, &byte, 1) != 1)
-        throw_errno("warm-up: the client's read");
 }
 
 uint64_t spurious_eagain()
@@ -778,11 +783,7 @@ TransferReport transfer(const TransferSpec& spec)
                 std::unique_lock lock(mu);
                 cv.wait(lock, [&] { return accepted; });
             }
-            // The warm-up (see warm_up): one byte each way.
-            char byte = 'w';
-            send_all(c.get(), &byte, 1);
-            if (recv_blocking(c.get(), &byte, 1) != 1)
-                throw_errno("warm-up: the client's read");
+            warm_up_client(c.get());
             if (spec.after_connect)
                 spec.after_connect();
             send_pattern(c.get(), spec.seed, 0, spec.bytes);
@@ -809,10 +810,7 @@ TransferReport transfer(const TransferSpec& spec)
         cv.notify_all();
         if (!conn)
             throw_errno("accept");
-        char byte = 0;
-        if (recv_blocking(conn.get(), &byte, 1) != 1)
-            throw_errno("warm-up: the server's read");
-        send_all(conn.get(), &byte, 1);
+        warm_up_server(conn.get());
         report.received = receive_verified(conn.get(), spec.seed);
     } catch (const std::exception& e) {
         server_error = e.what();

@@ -176,8 +176,10 @@ void set_nonblocking(int fd, bool on);
 // recv_blocking until len bytes (MSG_WAITALL's promise, kept by the caller); false on EOF or an error.
 bool recv_exact(int fd, void* buf, size_t len);
 // One byte each way, read as above: both readers are then known to sockredir and have read everything sent by TCP,
-// so what follows is redirected from its first byte (a direction starts on TCP: README, "How it decides").
-void warm_up(int client, int server);
+// so what follows is redirected from its first byte (a direction starts on TCP: README, "How it decides"). The
+// client sends and waits for the answer; the server reads and answers.
+void warm_up_client(int client);
+void warm_up_server(int server);
 uint64_t spurious_eagain();
 
 // Throws std::runtime_error "WHAT: strerror(errno)".

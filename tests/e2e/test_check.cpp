@@ -90,7 +90,7 @@ TEST_CASE("check on this kernel finds every feature, says it can run and exits 0
          {"bpf(2) system call", "privileges", "program type sock_ops", "program type sk_msg", "map type sockhash",
           "map type sk_storage", "helper bpf_map_lookup_elem in sock_ops", "helper bpf_map_lookup_elem in sk_msg",
           "helper bpf_sock_hash_update in sock_ops", "helper bpf_msg_redirect_hash in sk_msg",
-          "helper bpf_get_netns_cookie in sock_ops", "helper bpf_get_netns_cookie in sk_msg",
+          "helper bpf_get_netns_cookie in sock_ops", "helper bpf_skc_to_tcp_sock in sk_msg",
           "helper bpf_sk_storage_get in sock_ops", "helper bpf_sk_storage_get in sk_msg",
           "cgroup BPF links (BPF_LINK_CREATE)", "cgroup2 (mounted or mountable)", "bpffs (mounted or mountable)"}) {
         CAPTURE(feature);
