@@ -176,8 +176,14 @@ static __always_inline int established(struct bpf_sock_ops *skops, __u32 passive
 			return 1;
 		}
 	}
+	/*
+	 * A server's reads are its program's: one that read a connection in blocking mode reads the next ones so too,
+	 * and keeping them off spares them the first blocking read on tcp_bpf's path. A client's are not (one client
+	 * of a port may block, the next not: redis-benchmark's first connection is hiredis' blocking one): a client
+	 * is judged by its own socket.
+	 */
 	learn_key_of(&key, passive, &lk);
-	bad = bpf_map_lookup_elem(&learned, &lk);
+	bad = passive ? bpf_map_lookup_elem(&learned, &lk) : 0;
 	if (bad && *bad == SOCKREDIR_LEARNED_BAD) {
 		count(SOCKREDIR_SKIPPED_LEARNED, 1);
 		return 1;
@@ -336,8 +342,10 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 	}
 	if (why) {
 		close_connection(me, flow, why);
-		learn_key_of(&me->key, me->flags & SOCKREDIR_SOCK_PASSIVE, &lk);
-		bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+		if (me->flags & SOCKREDIR_SOCK_PASSIVE) {
+			learn_key_of(&me->key, 1, &lk);
+			bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+		}
 	} else if (!flow->reader_ok) {
 		flow->reader_ok = 1;
 	}
