@@ -1,6 +1,7 @@
 // Loading: maps first (created, then filled), then relocation, then BPF_PROG_LOAD with a verifier-log retry.
 #include "loader/ebpf/collection.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -170,7 +171,7 @@ void load_programs(const CollectionSpec& spec, Collection& collection, const Loa
             kernel = read_kernel_btf(options.kernel_btf);
         return *kernel;
     };
-    for (const auto& p : spec.programs) {
+    const auto load = [&](const ProgramSpec& p) {
         auto insns = relocate(p, map_fds);
         if (!p.core_relos.empty()) {
             if (!spec.btf)
@@ -180,7 +181,20 @@ void load_programs(const CollectionSpec& spec, Collection& collection, const Loa
         uint32_t target = 0;
         if (p.type == BPF_PROG_TYPE_TRACING)
             target = attach_btf_id(kernel_btf(), p.expected_attach_type, p.attach_to);
-        Fd fd = load_program(spec, p, insns, collection, target);
+        return load_program(spec, p, insns, collection, target);
+    };
+    for (const auto& p : spec.programs) {
+        const bool optional =
+            std::find(options.optional.begin(), options.optional.end(), p.name) != options.optional.end();
+        Fd fd;
+        try {
+            fd = load(p);
+        } catch (const Error& e) {
+            if (!optional)
+                throw;
+            collection.not_loaded.push_back({p.name, e});
+            continue;
+        }
         collection.programs.add({p.name, p.section, p.type, p.attach_type, std::move(fd)});
     }
 }

@@ -31,11 +31,18 @@ struct Program {
     Fd fd;
 };
 
+// An optional program (LoadOptions::optional) that did not load, and why.
+struct NotLoaded {
+    std::string name;
+    base::Error error;
+};
+
 // The live objects of one load. Destroying it frees everything that is not pinned or attached.
 struct Collection {
     Fd btf;
     ByName<Map> maps{"map"};
     ByName<Program> programs{"program"};
+    std::vector<NotLoaded> not_loaded;
 };
 
 // BPF_PROG_LOAD, retried once with the verifier log on when it fails (libbpf retry_load, cilium/ebpf): a transient
@@ -48,6 +55,10 @@ struct LoadOptions {
     // The kernel BTF that CO-RE relocations and tracing targets are resolved against, read only when the spec
     // needs it.
     std::string kernel_btf = kKernelBtfPath;
+    // Programs the caller can do without, by name: one that does not load (the kernel has no BTF, lacks its
+    // target or a field it reads, refuses it) is left out of Collection::programs and its Error kept in
+    // Collection::not_loaded; the others load as if it were not in the spec. Any other program's failure throws.
+    std::vector<std::string> optional;
 };
 
 // Each phase is its own function so that a stack trace or a test can name it.

@@ -106,7 +106,8 @@ struct ProgramSpec {
     // How the program is attached: the attach type of BPF_LINK_CREATE / BPF_PROG_ATTACH.
     uint32_t attach_type = 0;
     // Tracing programs: what they attach to, by name in the kernel's BTF (a function for fentry/fexit, a
-    // tracepoint for tp_btf), from the section name ("fexit/sock_recvmsg").
+    // tracepoint for tp_btf, an iterator target for iter), from the section name ("fexit/sock_recvmsg",
+    // "iter/sockmap").
     std::string attach_to;
     std::vector<bpf_insn> insns;
     std::vector<MapReference> maps;

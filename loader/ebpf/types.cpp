@@ -232,6 +232,9 @@ constexpr HelperSince kHelperSince[] = {
     H(ringbuf_discard, "5.8"),
     H(ringbuf_query, "5.8"),
     H(ktime_get_boot_ns, "5.8"),
+    H(seq_printf, "5.7"),
+    H(seq_write, "5.7"),
+    H(skc_to_tcp_sock, "5.9"),
 };
 #undef IN
 #undef H
