@@ -26,5 +26,11 @@ static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map, void *key
 static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)BPF_FUNC_get_netns_cookie;
 static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value,
 				   __u64 flags) = (void *)BPF_FUNC_sk_storage_get;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_delete_elem;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)BPF_FUNC_probe_read_kernel;
+static void *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)BPF_FUNC_skc_to_tcp_sock;
+static long (*bpf_sk_release)(void *sk) = (void *)BPF_FUNC_sk_release;
+/* Iterators only: appends to the seq_file that read() returns. */
+static long (*bpf_seq_write)(void *seq, const void *data, __u32 len) = (void *)BPF_FUNC_seq_write;
 
 #endif

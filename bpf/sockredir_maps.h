@@ -1,4 +1,4 @@
-/* The four maps, declared the way libbpf declares them: BTF-defined, in section ".maps". */
+/* The maps, declared the way libbpf declares them: BTF-defined, in section ".maps". */
 #ifndef SOCKREDIR_MAPS_H
 #define SOCKREDIR_MAPS_H
 
@@ -44,5 +44,13 @@ struct {
 	__type(value, __u32);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } path_state SEC(".maps");
+
+/* Keys in and verdicts out for the unmap program (run by detach with BPF_PROG_TEST_RUN). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sockredir_unmap_batch);
+	__uint(max_entries, 1);
+} unmap_batch SEC(".maps");
 
 #endif

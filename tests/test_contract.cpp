@@ -34,11 +34,12 @@ MapRecipe& map_named(ObjectRecipe& recipe, const std::string& name)
 
 // --- the real object ------------------------------------------------------------------------------------------
 
-TEST_CASE("the real object opens into the four maps and the two programs sockredir wires together")
+TEST_CASE("the real object opens into the five maps, the two programs sockredir wires together and the two that "
+          "hand sockets back")
 {
     const auto spec = spec_of(real_object());
-    CHECK(spec.maps.size() == 4);
-    CHECK(spec.programs.size() == 2);
+    CHECK(spec.maps.size() == 5);
+    CHECK(spec.programs.size() == 4);
     CHECK(spec.maps.at(SOCKREDIR_MAP_SOCKS).type == BPF_MAP_TYPE_SOCKHASH);
     CHECK(spec.maps.at(SOCKREDIR_MAP_COUNTERS).type == BPF_MAP_TYPE_PERCPU_ARRAY);
     CHECK(spec.maps.at(SOCKREDIR_MAP_CONFIG).type == BPF_MAP_TYPE_ARRAY);
@@ -58,6 +59,15 @@ TEST_CASE("the real object opens into the four maps and the two programs sockred
     CHECK(msg.type == BPF_PROG_TYPE_SK_MSG);
     CHECK(msg.attach_type == BPF_SK_MSG_VERDICT);
     CHECK(msg.expected_attach_type == BPF_SK_MSG_VERDICT);
+    const auto& evict = spec.programs.at(SOCKREDIR_PROG_EVICT);
+    CHECK(evict.type == BPF_PROG_TYPE_TRACING);
+    CHECK(evict.expected_attach_type == BPF_TRACE_ITER);
+    CHECK(evict.attach_to == "sockmap");
+    CHECK_FALSE(evict.core_relos.empty()); // the psock, read by CO-RE
+    const auto& unmap = spec.programs.at(SOCKREDIR_PROG_UNMAP);
+    CHECK(unmap.type == BPF_PROG_TYPE_SCHED_CLS);
+    CHECK_FALSE(unmap.core_relos.empty());
+    CHECK(spec.maps.at(SOCKREDIR_MAP_UNMAP_BATCH).value_size == sizeof(sockredir_unmap_batch));
 }
 
 TEST_CASE("the config map starts with draining off and the port selection, set on the spec before load")
@@ -222,4 +232,39 @@ TEST_CASE("an object without the sock_ops or without the sk_msg program is refus
     recipe.programs.pop_back();
     CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
                          doctest::Contains("program 'sockredir_msg': missing (sockredir needs it)"), Error);
+}
+
+TEST_CASE("an object without the eviction programs is sockredir's all the same: they are optional")
+{
+    // The recipe holds the two required programs and the four required maps only.
+    const auto spec = spec_of(ObjectRecipe{}.build());
+    CHECK_FALSE(spec.programs.contains(SOCKREDIR_PROG_EVICT));
+    CHECK_FALSE(spec.programs.contains(SOCKREDIR_PROG_UNMAP));
+    CHECK(std::string(without_program(SOCKREDIR_PROG_EVICT)).find(SOCKREDIR_PROG_UNMAP) != std::string::npos);
+    CHECK(std::string(without_program(SOCKREDIR_PROG_UNMAP)).find("keep the sockmap path") != std::string::npos);
+    CHECK(without_program(SOCKREDIR_PROG_MSG) == nullptr);
+    CHECK(optional_programs() == std::vector<std::string>{SOCKREDIR_PROG_EVICT, SOCKREDIR_PROG_UNMAP});
+}
+
+TEST_CASE("the eviction iterator must iterate a sockmap, and the unmap program needs its batch map")
+{
+    ObjectRecipe recipe;
+    recipe.programs.push_back({"iter/task", SOCKREDIR_PROG_EVICT, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("program 'sockredir_evict' (section 'iter/task'): sockredir needs it in "
+                                           "section 'iter/sockmap'"),
+                         Error);
+    recipe = ObjectRecipe{};
+    recipe.programs.push_back({"sk_msg", SOCKREDIR_PROG_UNMAP, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("program 'sockredir_unmap' (section 'sk_msg'): type BPF_PROG_TYPE_SK_MSG, "
+                                           "sockredir needs BPF_PROG_TYPE_SCHED_CLS"),
+                         Error);
+    recipe = ObjectRecipe{};
+    recipe.programs.push_back({"tc", SOCKREDIR_PROG_UNMAP, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("map 'unmap_batch': missing (program 'sockredir_unmap' needs it)"), Error);
+    recipe.maps.push_back({SOCKREDIR_MAP_UNMAP_BATCH, {BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), 8, 1, 0}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'unmap_batch': value size 8, expected"),
+                         Error);
 }

@@ -91,7 +91,8 @@ TEST_CASE("a program in a section the loader does not know is refused by name")
     recipe.programs.push_back({"xdp", "xdp_prog", {}});
     CHECK_THROWS_WITH_AS(open_object(recipe.build()),
                          doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
-                                           "support (sections: sockops, sk_msg, tp_btf/NAME, fentry/NAME, fexit/NAME)"),
+                                           "support (sections: sockops, sk_msg, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
+                                           "iter/NAME)"),
                          Error);
 }
 
@@ -174,7 +175,7 @@ TEST_CASE("a program load that fails once loads on the retry")
     test::FakeKernel kernel;
     kernel.transient_failures = 1;
     const auto c = load_collection(open_object(real_object()));
-    CHECK(c.programs.size() == 2);
+    CHECK(c.programs.size() == 4);
 }
 
 // --- minimal BTF -------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "bpf/sockredir_shared.h"
+#include "loader/app/contract.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/features.hpp"
 #include "loader/ebpf/insn.hpp"
@@ -144,6 +145,8 @@ const char* tracing_kind(uint32_t expected_attach_type)
         return "fentry";
     case BPF_TRACE_FEXIT:
         return "fexit";
+    case BPF_TRACE_ITER:
+        return "iter";
     default:
         return "tracing";
     }
@@ -236,9 +239,8 @@ bool has_cap(const __user_cap_data_struct (&data)[2], int cap)
     return (data[cap / 32].effective & (1U << (cap % 32))) != 0;
 }
 
-} // namespace
-
-std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
+// What the programs of `spec` that `include` selects ask of the kernel, with the maps and the cgroup link.
+template <typename Include> std::vector<Requirement> requirements_of(const ebpf::CollectionSpec& spec, Include include)
 {
     std::vector<Requirement> out;
     const auto add = [&](Requirement r) {
@@ -250,7 +252,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     std::vector<uint32_t> prog_types;
     // A tracing program is probed whole, on its target (below): its type and helpers cannot be asked without one.
     for (const auto& p : spec.programs)
-        if (p.type != BPF_PROG_TYPE_TRACING &&
+        if (include(p) && p.type != BPF_PROG_TYPE_TRACING &&
             std::find(prog_types.begin(), prog_types.end(), p.type) == prog_types.end())
             prog_types.push_back(p.type);
 
@@ -269,7 +271,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     for (auto type : prog_types) {
         std::vector<uint32_t> ids;
         for (const auto& p : spec.programs)
-            if (p.type == type)
+            if (include(p) && p.type == type)
                 for (auto id : ebpf::insn::helper_calls(p.insns))
                     ids.push_back(id);
         std::sort(ids.begin(), ids.end());
@@ -284,7 +286,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     }
     // Tracing programs attach by kernel BTF id: the kernel's BTF, then each kind on its target.
     for (const auto& p : spec.programs) {
-        if (p.type != BPF_PROG_TYPE_TRACING)
+        if (!include(p) || p.type != BPF_PROG_TYPE_TRACING)
             continue;
         add({kKernelBtfName, Requirement::Probe::KernelBtf, 0, 0, {}, {}});
         add({std::string(tracing_kind(p.expected_attach_type)) + " program on " + p.attach_to,
@@ -306,6 +308,34 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     else
         add({kLinkName, Requirement::Probe::CgroupLink, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, {}, {}});
     return out;
+}
+
+bool has_requirement(const std::vector<Requirement>& list, const std::string& name)
+{
+    return std::any_of(list.begin(), list.end(), [&](const Requirement& r) { return r.name == name; });
+}
+
+} // namespace
+
+std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
+{
+    auto all = requirements_of(spec, [](const ebpf::ProgramSpec&) { return true; });
+    const auto needed =
+        requirements_of(spec, [](const ebpf::ProgramSpec& p) { return without_program(p.name) == nullptr; });
+    // What only optional programs ask is optional, and says what goes without it.
+    for (auto& r : all) {
+        if (has_requirement(needed, r.name))
+            continue;
+        for (const auto& p : spec.programs) {
+            const char* without = without_program(p.name);
+            if (without != nullptr &&
+                has_requirement(requirements_of(spec, [&](const ebpf::ProgramSpec& q) { return &q == &p; }), r.name)) {
+                r.optional = without;
+                break;
+            }
+        }
+    }
+    return all;
 }
 
 Privileges current_privileges()
@@ -367,8 +397,10 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
         }
     }
     KernelBtf kernel;
-    for (const auto& r : requirements)
+    for (const auto& r : requirements) {
         f.push_back(blocked ? not_probed(r.name, *blocked) : run(r, f, kernel));
+        f.back().optional = r.optional;
+    }
     f.push_back(cgroup2_feature());
     f.push_back(bpffs_feature());
 
@@ -437,7 +469,7 @@ bool can_run(const ProbeReport& report)
     if (report.features.empty())
         return false;
     for (const auto& f : report.features)
-        if (f.state != FeatureState::Ok)
+        if (f.state != FeatureState::Ok && f.optional.empty())
             return false;
     return true;
 }
@@ -449,7 +481,7 @@ std::string verdict(const ProbeReport& report)
     std::string names;
     std::vector<std::string> hints; // each part of each hint ("Linux 4.17+", the build options) once, in order
     for (const auto& f : report.features) {
-        if (f.state != FeatureState::Missing)
+        if (f.state != FeatureState::Missing || !f.optional.empty())
             continue;
         names += (names.empty() ? "" : ", ") + f.name;
         std::string_view rest = f.hint;
@@ -473,7 +505,10 @@ namespace {
 
 std::string format_line(const Feature& f, const char* missing_word)
 {
-    const char* state = f.state == FeatureState::Ok ? "ok" : f.state == FeatureState::Missing ? missing_word : "-";
+    // An optional feature is not missing for the verdict: "no", and what goes without it.
+    const char* state = f.state == FeatureState::Ok        ? "ok"
+                        : f.state == FeatureState::Missing ? (f.optional.empty() ? missing_word : "no")
+                                                           : "-";
     std::string line = f.name;
     line.resize(std::max<size_t>(line.size() + 1, 44), ' ');
     line += state;
@@ -481,6 +516,8 @@ std::string format_line(const Feature& f, const char* missing_word)
         line += " not probed: " + f.detail;
     else if (!f.detail.empty())
         line += ": " + f.detail;
+    if (f.state != FeatureState::Ok && !f.optional.empty())
+        line += " (optional: " + f.optional + ")";
     return line + "\n";
 }
 

@@ -26,6 +26,9 @@ struct Feature {
     FeatureState state = FeatureState::NotProbed;
     std::string detail; // what the probe saw: "mounted at /sys/fs/bpf", the verifier's reason, "needs X", ...
     std::string hint;   // Missing only: what provides it ("Linux 4.17+; ...", the privileges sockredir needs, ...)
+    // Needed only by a program sockredir works without (contract.hpp): what is lost without it. Such a feature is
+    // reported but never part of the verdict. Empty: needed.
+    std::string optional = {};
 };
 
 struct ProbeReport {
@@ -45,13 +48,15 @@ struct Requirement {
     uint32_t arg = 0;  // the helper id (Helper), the attach type (CgroupLink) or expected attach type (Tracing)
     std::vector<std::string> needs;
     std::string target = {}; // Tracing: the function or tracepoint it attaches to
+    // Asked only by programs sockredir works without: what is lost without it (Feature::optional). Empty: needed.
+    std::string optional = {};
 };
 
 // What the object asks of the kernel, in report order: each program type, BTF loading when a map needs BTF, each
 // map type, each helper called (BPF_JMP | BPF_CALL with src_reg 0) in each program type that calls it, and cgroup
 // links for the program attach links to the cgroup, and for each tracing program the kernel's BTF and that program
 // on its target. Nothing here is written by hand: a new helper call in bpf/ is a
-// new requirement.
+// new requirement. What only the optional programs ask (contract.hpp) is marked optional.
 std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec);
 
 // What capget(2) says of this process.

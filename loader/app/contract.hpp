@@ -4,6 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "bpf/sockredir_shared.h"
 #include "loader/app/ports.hpp"
@@ -24,8 +27,15 @@ struct ObjectOptions {
 
 // Refuses, naming the map or program, an object without the maps and programs sockredir relies on in the shapes
 // bpf/sockredir_shared.h gives them, or with a program sockredir would not know how to attach. Other maps may be
-// there: the loader creates them as they are.
+// there: the loader creates them as they are. The eviction iterator (SOCKREDIR_PROG_EVICT) may be missing; when
+// there, it must be an iterator over a sockmap.
 void check_contract(const ebpf::CollectionSpec& spec);
+
+// The programs sockredir works without (the eviction iterator): attach loads them where the kernel can
+// (ebpf::LoadOptions::optional), and check reports them apart from its verdict. without_program() says what
+// sockredir cannot do without the program `name`; nullptr for a required one (or one it does not know).
+const char* without_program(std::string_view name);
+std::vector<std::string> optional_programs();
 
 // The object opened (ebpf::open_object), checked, and set up as attach loads it: the sockhash's capacity and the
 // config map's initial value (draining off, the port selection). No syscall: a bad object changes nothing.
