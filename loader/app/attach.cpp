@@ -49,23 +49,32 @@ void detach_link(const std::string& dir)
     sys::link_detach(link.get());
 }
 
-// The detach steps for one directory of pins, published or staging.
-void take_down(const std::string& dir)
+// The detach steps for one directory of pins, published or staging. The order matters: draining first, so that no
+// message is redirected any more; the link next, so that no socket enters the map any more; then the sockets go
+// back to TCP, each once its redirected data is read; the pins last.
+EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout)
 {
     set_draining(dir);
+    const auto drained_at = std::chrono::steady_clock::now();
     step_done("drain");
     detach_link(dir);
     step_done("detach_sockops");
+    const auto evicted = evict_sockets(dir, {drained_at, timeout});
+    step_done("evict");
     ebpf::unpin_dir(dir);
     step_done("unpin");
+    return evicted;
 }
 
+// Taking down on the way to an attach waits for no reader: one run of the eviction, and what is left stays.
+constexpr std::chrono::milliseconds kNoWait{0};
+
 // Pins left behind by an attach that was killed before it published them.
-int clean_stale_staging(const PinDir& p)
+int clean_stale_staging(const PinDir& p, std::chrono::milliseconds timeout)
 {
     const auto stale = p.stale_staging();
     for (const auto& dir : stale)
-        take_down(dir);
+        take_down(dir, timeout);
     return static_cast<int>(stale.size());
 }
 
@@ -107,7 +116,7 @@ AttachResult attach(const AttachOptions& options)
     ebpf::ensure_bpffs(p.path(), true);
 
     ebpf::DirLock lock(p.parent());
-    clean_stale_staging(p);
+    clean_stale_staging(p, kNoWait);
 
     switch (decide_attach(read_attachment(p.path()), cgroup_id_of(result.cgroup))) {
     case AttachDecision::AlreadyAttached:
@@ -117,7 +126,7 @@ AttachResult attach(const AttachOptions& options)
         throw Error("already attached to another cgroup (pins in " + p.path() + "); run detach first");
     case AttachDecision::TakeDownFirst:
         // A pin dir without a live link is not ours to trust: take it down first.
-        take_down(p.path());
+        take_down(p.path(), kNoWait);
         break;
     case AttachDecision::Attach:
         break;
@@ -129,7 +138,15 @@ AttachResult attach(const AttachOptions& options)
 
     ebpf::Collection c = ebpf::create_maps(spec);
     step_done("maps");
-    ebpf::load_programs(spec, c);
+    ebpf::LoadOptions load;
+    load.optional = optional_programs();
+    ebpf::load_programs(spec, c, load);
+    if (!c.programs.contains(SOCKREDIR_PROG_EVICT) && !c.programs.contains(SOCKREDIR_PROG_UNMAP)) {
+        for (const auto& skipped : c.not_loaded)
+            result.no_evict += (result.no_evict.empty() ? "" : "; ") + std::string(skipped.error.what());
+        if (result.no_evict.empty())
+            result.no_evict = "the object has neither " SOCKREDIR_PROG_EVICT " nor " SOCKREDIR_PROG_UNMAP;
+    }
     step_done("programs");
 
     const std::string staging = p.staging(::getpid());
@@ -158,7 +175,7 @@ AttachResult attach(const AttachOptions& options)
         step_done("publish");
     } catch (...) {
         try {
-            take_down(staging);
+            take_down(staging, kNoWait);
         } catch (...) {
             // The next attach or detach finds the staging dir and retries.
         }
@@ -198,7 +215,7 @@ PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports)
     return result;
 }
 
-DetachResult detach(const std::string& pin_dir)
+DetachResult detach(const std::string& pin_dir, const DetachOptions& options)
 {
     const PinDir p(pin_dir);
     DetachResult result;
@@ -206,10 +223,10 @@ DetachResult detach(const std::string& pin_dir)
     if (!ebpf::is_bpffs(p.parent()))
         return result; // nothing can be pinned there: nothing attached
     ebpf::DirLock lock(p.parent());
-    result.cleaned_stale = clean_stale_staging(p);
+    result.cleaned_stale = clean_stale_staging(p, options.timeout);
     if (!ebpf::pin_exists(p.path()))
         return result;
-    take_down(p.path());
+    result.evict = take_down(p.path(), options.timeout);
     result.outcome = DetachOutcome::Detached;
     return result;
 }

@@ -85,6 +85,15 @@ std::string set_sample(Command& c, std::string_view v)
     return {};
 }
 
+std::string set_drain_timeout(Command& c, std::string_view v)
+{
+    const auto n = parse_decimal(v);
+    if (!n || *n > kMaxDrainTimeoutSeconds)
+        return "--drain-timeout needs a number of seconds from 0 to " + std::to_string(kMaxDrainTimeoutSeconds);
+    c.drain_timeout_seconds = *n;
+    return {};
+}
+
 // ports' argument: a list, or "all" for every port (c.ports stays empty).
 std::string set_selection(Command& c, std::string_view v)
 {
@@ -101,6 +110,7 @@ std::string set_selection(Command& c, std::string_view v)
 static_assert(std::string_view(kDefaultPinDir) == "/sys/fs/bpf/sockredir");
 static_assert(kMaxSockets == 16777216 && SOCKREDIR_DEFAULT_MAX_SOCKETS == 65536);
 static_assert(kMaxSampleSeconds == 3600);
+static_assert(kDefaultDrainTimeout.count() == 5 && kMaxDrainTimeoutSeconds == 3600);
 
 constexpr OptionSpec kCgroupOption{"--cgroup", "DIR", "the cgroup2 directory to attach to (default: the cgroup2 root)",
                                    set_cgroup};
@@ -115,6 +125,11 @@ constexpr OptionSpec kPortsOption{"--ports", "LIST",
                                   "6379,5432,8000-8100); default: every same-host connection",
                                   set_port_list};
 constexpr OptionSpec kJsonOption{"--json", "", "print one JSON object, for machines", set_json};
+constexpr OptionSpec kDrainTimeoutOption{
+    "--drain-timeout", "SECONDS",
+    "how long detach waits for connections with unread redirected data to be read before it leaves them in the "
+    "map, 0 to 3600 (default 5)",
+    set_drain_timeout};
 constexpr OptionSpec kSampleOption{"--sample", "SECONDS",
                                    "measure the programs' runs and run time over SECONDS, 1 to 3600", set_sample};
 
@@ -148,18 +163,32 @@ int do_attach(const Command& c)
         std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(), r.pin_dir.c_str());
     else
         std::printf("attached to %s (pins in %s)\n", r.cgroup.c_str(), r.pin_dir.c_str());
+    if (!r.no_evict.empty())
+        std::printf("%s\n", no_evict_note(r.no_evict).c_str());
     return kExitOk;
+}
+
+DetachOptions detach_options(const Command& c)
+{
+    DetachOptions o;
+    o.timeout = std::chrono::seconds(c.drain_timeout_seconds);
+    return o;
 }
 
 int do_detach(const Command& c)
 {
-    const auto r = detach(c.pin_dir);
+    const auto options = detach_options(c);
+    const auto r = detach(c.pin_dir, options);
     if (r.cleaned_stale > 0)
         std::printf("removed %d stale set(s) of pins left by an interrupted attach\n", r.cleaned_stale);
     if (r.outcome == DetachOutcome::Detached)
-        std::printf("detached (removed %s)\n", r.pin_dir.c_str());
+        std::printf("detached (removed %s)%s\n", r.pin_dir.c_str(), evict_summary(r.evict).c_str());
     else
         std::printf("not attached (no pins in %s); nothing to do\n", r.pin_dir.c_str());
+    if (const auto failure = evict_failure(r.evict, options.timeout); !failure.empty()) {
+        std::fflush(stdout);
+        throw Error(failure);
+    }
     return kExitOk;
 }
 
@@ -195,7 +224,7 @@ int do_check(const Command& c)
 int do_run(const Command& c)
 {
     std::vector<std::byte> file;
-    run_foreground(attach_options(c, file));
+    run_foreground(attach_options(c, file), detach_options(c));
     return kExitOk;
 }
 
@@ -232,6 +261,9 @@ int do_version(const Command&)
 
 constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
                                                 &kPortsOption};
+constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption,     &kPinDirOption, &kObjectOption,
+                                             &kMaxSocketsOption, &kPortsOption,  &kDrainTimeoutOption};
+constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
 constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};
@@ -244,8 +276,9 @@ constexpr CommandSpec kCommands[] = {
      .options = kAttachOptions,
      .handler = do_attach},
     {.name = "detach",
-     .summary = "stop redirecting and remove everything attach created",
-     .options = kPinDirOnly,
+     .summary = "stop redirecting, hand every connection back to TCP once its redirected data is read, and remove "
+                "everything attach created",
+     .options = kDetachOptions,
      .handler = do_detach},
     {.name = "status",
      .summary = "show whether it is attached, ids, sockets in the map and counters",
@@ -257,7 +290,7 @@ constexpr CommandSpec kCommands[] = {
      .handler = do_check},
     {.name = "run",
      .summary = "attach, stay in the foreground until SIGTERM or SIGINT, then detach",
-     .options = kAttachOptions,
+     .options = kRunOptions,
      .handler = do_run},
     {.name = "ports",
      .summary = "change the port selection of the attachment, live: connections established from now on follow it, "
