@@ -78,6 +78,8 @@ long FakeKernel::answer(int cmd, bpf_attr& attr)
         return iter_create(attr);
     case BPF_PROG_TEST_RUN:
         return test_run(attr);
+    case BPF_OBJ_GET_INFO_BY_FD:
+        return info(attr);
     default:
         return fail(EINVAL);
     }
@@ -101,6 +103,7 @@ long FakeKernel::map_create(const bpf_attr& attr)
         return fail(EINVAL);
     m.fd = static_cast<int>(new_fd());
     map_sizes_[m.fd] = {attr.key_size, attr.value_size};
+    map_types_[m.fd] = attr.map_type;
     return m.fd;
 }
 
@@ -202,6 +205,20 @@ long FakeKernel::test_run(bpf_attr& attr)
     t.repeat = attr.test.repeat;
     attr.test.retval = test_run_retval;
     attr.test.duration = 1;
+    return 0;
+}
+
+long FakeKernel::info(const bpf_attr& attr)
+{
+    const int fd = static_cast<int>(attr.info.bpf_fd);
+    const auto sizes = map_sizes_.find(fd);
+    if (sizes == map_sizes_.end() || attr.info.info_len < sizeof(bpf_map_info))
+        return fail(EINVAL);
+    bpf_map_info m{};
+    m.type = map_types_[fd];
+    m.key_size = sizes->second.first;
+    m.value_size = sizes->second.second;
+    std::memcpy(reinterpret_cast<void*>(static_cast<uintptr_t>(attr.info.info)), &m, sizeof m);
     return 0;
 }
 

@@ -1,7 +1,7 @@
 // A fake bpf(2) behind ebpf::sys::override_bpf, for the decision logic above the syscalls without root (aya's
 // sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_BTF_LOAD,
 // BPF_LINK_CREATE, BPF_ITER_CREATE and BPF_PROG_TEST_RUN with the errnos, verifier logs and outputs a test
-// chooses, and records what it was asked.
+// chooses, gives BPF_OBJ_GET_INFO_BY_FD of the maps it created, and records what it was asked.
 #pragma once
 
 #include <linux/bpf.h>
@@ -130,9 +130,11 @@ private:
     long link_create(const bpf_attr& attr);
     long iter_create(const bpf_attr& attr);
     long test_run(bpf_attr& attr);
+    long info(const bpf_attr& attr); // of the maps it created only
 
     ebpf::sys::BpfCall previous_;
     std::map<int, std::pair<uint32_t, uint32_t>> map_sizes_; // fd -> key_size, value_size
+    std::map<int, uint32_t> map_types_;
 };
 
 } // namespace sockredir::test

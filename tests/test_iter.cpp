@@ -211,3 +211,84 @@ TEST_CASE("an optional tracing program on a kernel without BTF is left out, sayi
     // Nothing was asked of the kernel for it.
     CHECK(kernel.count(BPF_PROG_LOAD, BPF_PROG_TYPE_TRACING) == 0);
 }
+
+TEST_CASE("a subset of the spec keeps the programs named, in the object's order, and only the maps they use")
+{
+    ebpf::CollectionSpec spec;
+    spec.license = "GPL";
+    for (const char* name : {"a", "b", "c"}) {
+        ebpf::MapSpec m;
+        m.name = std::string("map_") + name;
+        m.type = BPF_MAP_TYPE_ARRAY;
+        spec.maps.add(m);
+    }
+    auto one = trivial("one", "sockops", BPF_PROG_TYPE_SOCK_OPS);
+    one.maps = {{0, "map_a"}};
+    auto two = trivial("two", "tc", BPF_PROG_TYPE_SCHED_CLS);
+    two.maps = {{0, "map_b"}, {2, "map_a"}};
+    auto three = trivial("three", "tc", BPF_PROG_TYPE_SCHED_CLS);
+    three.maps = {{0, "map_c"}};
+    spec.programs.add(one);
+    spec.programs.add(two);
+    spec.programs.add(three);
+    const std::vector<std::string> names{"two", "one", "absent"};
+    const auto sub = spec.subset(names);
+    CHECK(sub.license == "GPL");
+    REQUIRE(sub.programs.size() == 2);
+    CHECK(sub.programs.begin()->name == "one");
+    CHECK(sub.programs.contains("two"));
+    CHECK_FALSE(sub.programs.contains("three"));
+    CHECK(sub.maps.size() == 2);
+    CHECK(sub.maps.contains("map_a"));
+    CHECK(sub.maps.contains("map_b"));
+    CHECK_FALSE(sub.maps.contains("map_c"));
+    CHECK(spec.subset({}).maps.empty());
+}
+
+TEST_CASE("an existing map stands for the map of its name: not created, not written, and checked for its shape")
+{
+    FakeKernel kernel;
+    ebpf::CollectionSpec spec;
+    spec.license = "GPL";
+    ebpf::MapSpec hash;
+    hash.name = "socks";
+    hash.type = BPF_MAP_TYPE_SOCKHASH;
+    hash.key_size = 48;
+    hash.value_size = 8;
+    hash.max_entries = 65536;
+    hash.contents.push_back({std::vector<std::byte>(48), std::vector<std::byte>(8)});
+    spec.maps.add(hash);
+    ebpf::MapSpec other = hash;
+    other.name = "batch";
+    other.type = BPF_MAP_TYPE_ARRAY;
+    other.key_size = 4;
+    other.contents.clear();
+    spec.maps.add(other);
+
+    // The pinned map of an earlier attach, of another capacity (--max-sockets).
+    ebpf::sys::MapCreateArgs args;
+    args.type = BPF_MAP_TYPE_SOCKHASH;
+    args.key_size = 48;
+    args.value_size = 8;
+    args.max_entries = 100;
+    auto pinned = ebpf::sys::map_create(args);
+    const int pinned_fd = pinned.get();
+    kernel.map_creates.clear();
+    kernel.calls.clear();
+    std::vector<ebpf::Map> existing;
+    existing.push_back({"socks", BPF_MAP_TYPE_SOCKHASH, std::move(pinned)});
+    const auto c = ebpf::create_maps(spec, std::move(existing));
+    CHECK(c.maps.at("socks").fd.get() == pinned_fd);
+    REQUIRE(kernel.map_creates.size() == 1); // the batch map only
+    CHECK(kernel.map_creates[0].name == "batch");
+    CHECK(kernel.map_updates.empty()); // the existing map's contents are its own
+
+    // Another key size: the programs would read keys of the wrong size.
+    args.key_size = 16;
+    std::vector<ebpf::Map> wrong;
+    wrong.push_back({"socks", BPF_MAP_TYPE_SOCKHASH, ebpf::sys::map_create(args)});
+    CHECK_THROWS_WITH_AS(ebpf::create_maps(spec, std::move(wrong)),
+                         doctest::Contains("map 'socks': the existing map is a BPF_MAP_TYPE_SOCKHASH of 16+8 bytes, "
+                                           "the object declares a BPF_MAP_TYPE_SOCKHASH of 48+8"),
+                         base::Error);
+}

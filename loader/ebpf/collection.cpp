@@ -125,13 +125,24 @@ Fd load_with_log(sys::ProgLoadArgs args)
     }
 }
 
-Collection create_maps(const CollectionSpec& spec)
+Collection create_maps(const CollectionSpec& spec, std::vector<Map> existing)
 {
     Collection c;
     if (uses_btf(spec))
         c.btf = load_btf(*spec.btf);
     Fd legacy_btf;
     for (const auto& m : spec.maps) {
+        const auto given = std::find_if(existing.begin(), existing.end(), [&](const Map& e) { return e.name == m.name; });
+        if (given != existing.end()) {
+            const auto info = sys::map_info(given->fd.get());
+            if (info.type != m.type || info.key_size != m.key_size || info.value_size != m.value_size)
+                throw Error("map '" + m.name + "': the existing map is a " + map_type_name(info.type) + " of " +
+                            std::to_string(info.key_size) + "+" + std::to_string(info.value_size) +
+                            " bytes, the object declares a " + map_type_name(m.type) + " of " +
+                            std::to_string(m.key_size) + "+" + std::to_string(m.value_size));
+            c.maps.add({m.name, m.type, std::move(given->fd)});
+            continue;
+        }
         Fd fd = create_map(m, c, legacy_btf);
         for (const auto& e : m.contents)
             sys::map_update(fd.get(), e.key.data(), e.value.data(), BPF_ANY);

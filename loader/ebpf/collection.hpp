@@ -63,8 +63,10 @@ struct LoadOptions {
 
 // Each phase is its own function so that a stack trace or a test can name it.
 // Loads the object's BTF (when maps or programs refer to it) and creates every map of the spec, with its BTF key
-// and value types, and writes its contents.
-Collection create_maps(const CollectionSpec& spec);
+// and value types, and writes its contents. A map of `existing` (one pinned by an earlier load, say) stands for the
+// map of its name instead: it is not created or written, and must have the spec's type, key size and value size
+// (cilium/ebpf MapReplacements, libbpf bpf_map__reuse_fd); its capacity may differ.
+Collection create_maps(const CollectionSpec& spec, std::vector<Map> existing = {});
 // The program's instructions with every map reference patched to the map's fd (ld_imm64 src_reg =
 // BPF_PSEUDO_MAP_FD, imm = fd). `map_fds`: by map name.
 std::vector<bpf_insn> relocate(const ProgramSpec& program, const std::unordered_map<std::string, int>& map_fds);

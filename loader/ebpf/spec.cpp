@@ -1,6 +1,7 @@
 // The open phase: section names to program types, map types the loader can create, map references by name.
 #include "loader/ebpf/spec.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sockredir::ebpf {
@@ -117,6 +118,28 @@ void MapSpec::set_bytes(std::span<const std::byte> key, std::span<const std::byt
 void CollectionSpec::set_max_entries(std::string_view map, uint32_t max_entries)
 {
     maps.at(map).max_entries = max_entries;
+}
+
+CollectionSpec CollectionSpec::subset(std::span<const std::string> names) const
+{
+    CollectionSpec out;
+    out.license = license;
+    out.btf = btf;
+    const auto wanted = [&](const std::string& name) {
+        return std::find(names.begin(), names.end(), name) != names.end();
+    };
+    for (const auto& p : programs)
+        if (wanted(p.name))
+            out.programs.add(p);
+    for (const auto& m : maps) {
+        bool used = false;
+        for (const auto& p : out.programs)
+            for (const auto& r : p.maps)
+                used = used || r.map == m.name;
+        if (used)
+            out.maps.add(m);
+    }
+    return out;
 }
 
 CollectionSpec make_collection_spec(elf::ObjectSpec object)

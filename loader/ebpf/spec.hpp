@@ -127,6 +127,9 @@ struct CollectionSpec {
 
     // aya's EbpfLoader::set_max_entries: the capacity of one map, before load.
     void set_max_entries(std::string_view map, uint32_t max_entries);
+    // The same spec with only the programs named (those it has; the order stays the object's) and the maps they
+    // refer to, so that a load creates and loads nothing else (cilium/ebpf's LoadAndAssign loads what is asked).
+    CollectionSpec subset(std::span<const std::string> programs) const;
 };
 
 // The open phase (libbpf bpf_object__open, cilium LoadCollectionSpec): from the parsed object to what the loader
