@@ -202,6 +202,12 @@ pass:
 }
 
 /*
+ * The two programs below are optional to the loader (app::check_contract): built with SOCKREDIR_NO_EVICTION, the
+ * object has neither, as an old build has not (the e2e test of detach's fallback loads that build).
+ */
+#ifndef SOCKREDIR_NO_EVICTION
+
+/*
  * The context of a sockmap iterator (net/core/sock_map.c struct bpf_iter__sockmap): four pointers, each in a u64
  * slot (__bpf_md_ptr), the same on every kernel. key and sk are NULL in the last call, after the last element.
  */
@@ -286,5 +292,7 @@ int sockredir_unmap(struct __sk_buff *skb)
 	}
 	return 0;
 }
+
+#endif /* SOCKREDIR_NO_EVICTION */
 
 char _license[] SEC("license") = "Dual MIT/GPL";

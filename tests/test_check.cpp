@@ -576,6 +576,20 @@ TEST_CASE("what only the optional eviction programs ask is reported, marked opti
     CHECK(text.find("(optional: " + iter.optional + ")") != std::string::npos);
 }
 
+TEST_CASE("attach's verdict asks nothing of what only the optional programs need")
+{
+    FakeKernel kernel;
+    const auto report = probe_for_verdict(test::real_object());
+    for (const auto& f : report.features) {
+        CAPTURE(f.name);
+        CHECK(f.optional.empty());
+        CHECK(f.name != "iter program on sockmap");
+        CHECK(f.name != "kernel BTF (/sys/kernel/btf/vmlinux)");
+    }
+    CHECK(kernel.count(BPF_PROG_LOAD, BPF_PROG_TYPE_TRACING) == 0);
+    CHECK(kernel.count(BPF_PROG_LOAD, BPF_PROG_TYPE_SCHED_CLS) == 0);
+}
+
 TEST_CASE("what the kernel offers beyond the object is reported after the verdict and never changes it")
 {
     ProbeReport r;

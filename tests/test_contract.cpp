@@ -268,3 +268,21 @@ TEST_CASE("the eviction iterator must iterate a sockmap, and the unmap program n
     CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'unmap_batch': value size 8, expected"),
                          Error);
 }
+
+TEST_CASE("attach loads the two programs it attaches and their four maps; the eviction programs are detach's")
+{
+    const auto attached = spec_of(real_object()).subset(attached_programs());
+    CHECK(attached.programs.size() == 2);
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_SOCKOPS));
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_MSG));
+    CHECK(attached.maps.size() == 4);
+    CHECK_FALSE(attached.maps.contains(SOCKREDIR_MAP_UNMAP_BATCH));
+    // The config map keeps the initial value sockredir_spec set.
+    CHECK(attached.maps.at(SOCKREDIR_MAP_CONFIG).contents.size() == 1);
+
+    const auto evict = spec_of(real_object()).subset(optional_programs());
+    CHECK(evict.programs.size() == 2);
+    CHECK(evict.maps.size() == 2); // the sockhash (the pinned one, at detach) and the batch
+    CHECK(evict.maps.contains(SOCKREDIR_MAP_SOCKS));
+    CHECK(evict.maps.contains(SOCKREDIR_MAP_UNMAP_BATCH));
+}

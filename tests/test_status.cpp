@@ -265,7 +265,6 @@ Status attached_status()
     s.max_sockets = 65536;
     s.sockets = 3;
     s.ports = "80,443,8000-8100";
-    s.hand_back = SOCKREDIR_PROG_UNMAP;
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         s.counters[i] = 100 + static_cast<uint64_t>(i);
     return s;
@@ -360,7 +359,6 @@ TEST_CASE("status --json of an attachment is valid JSON with every field")
     CHECK(v.at("sockets").text == "3");
     CHECK(v.at("max_sockets").text == "65536");
     CHECK(v.at("ports").text == "80,443,8000-8100");
-    CHECK(v.at("hand_back").text == "sockredir_unmap");
     CHECK(v.at("run_stats").at("sock_ops").at("runs").text == "0");
     CHECK(v.at("run_stats").at("sk_msg").at("run_time_ns").text == "0");
     const Json& counters = v.at("counters");
@@ -384,7 +382,6 @@ TEST_CASE("status --json prints exactly the documented object")
                             "\"cgroup\":\"/sys/fs/cgroup/test\",\"cgroup_id\":42,\"link_id\":7,"
                             "\"programs\":{\"sock_ops\":11,\"sk_msg\":12},\"maps\":{\"sock_hash\":21,\"counters\":22},"
                             "\"sockets\":3,\"max_sockets\":65536,\"ports\":\"80,443,8000-8100\","
-                            "\"hand_back\":\"sockredir_unmap\","
                             "\"run_stats\":{\"sock_ops\":{\"runs\":5,\"run_time_ns\":500},"
                             "\"sk_msg\":{\"runs\":10,\"run_time_ns\":1234}},"
                             "\"counters\":{\"sockets_added\":100,\"insert_failed\":101,\"messages_redirected\":102,"
@@ -420,7 +417,6 @@ TEST_CASE("status prints one line per field, the counters by name, and says when
         "  maps          sock_hash id 21, counters id 22",
         "  ports         80,443,8000-8100",
         "  sockets       3 of 65536",
-        "  detach        hands connections back to TCP with sockredir_unmap",
         "  sockets_added        100",
         "  insert_failed        101",
         "  messages_redirected  102",
@@ -441,24 +437,13 @@ TEST_CASE("status shows draining, an unknown cgroup as ?, and the average run co
     s.msg_runs = 3;
     s.msg_run_ns = 301;
     const auto lines = lines_of(format_text(s));
-    REQUIRE(lines.size() == 14);
+    REQUIRE(lines.size() == 13);
     CHECK(lines[0] == "attached (draining)");
     CHECK(lines[1] == "  cgroup        ? (id 42)");
-    CHECK(lines[13] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 250 ns over 4 runs");
+    CHECK(lines[12] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 250 ns over 4 runs");
 
     // One program ran, the other not: no division by zero.
     s.sockops_runs = 0;
     s.sockops_run_ns = 0;
-    CHECK(lines_of(format_text(s))[13] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 0 ns over 0 runs");
-}
-
-TEST_CASE("status says whether detach can hand the connections back to TCP, and with which program")
-{
-    Status s = attached_status();
-    s.hand_back.clear();
-    CHECK(lines_of(format_text(s))[7] ==
-          "  detach        leaves connections on the sockmap path until they close (no eviction program loaded)");
-    CHECK(parse_json(format_json(s)).at("hand_back").kind == Json::Kind::Null);
-    s.hand_back = SOCKREDIR_PROG_EVICT;
-    CHECK(lines_of(format_text(s))[7] == "  detach        hands connections back to TCP with sockredir_evict");
+    CHECK(lines_of(format_text(s))[12] == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 0 ns over 0 runs");
 }

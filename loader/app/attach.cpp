@@ -52,14 +52,15 @@ void detach_link(const std::string& dir)
 // The detach steps for one directory of pins, published or staging. The order matters: draining first, so that no
 // message is redirected any more; the link next, so that no socket enters the map any more; then the sockets go
 // back to TCP, each once its redirected data is read; the pins last.
-EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout)
+EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout, std::span<const std::byte> object)
 {
+    Eviction eviction(dir, object); // loaded while the programs still redirect: no time taken from the drain
     set_draining(dir);
     const auto drained_at = std::chrono::steady_clock::now();
     step_done("drain");
     detach_link(dir);
     step_done("detach_sockops");
-    const auto evicted = evict_sockets(dir, {drained_at, timeout});
+    const auto evicted = eviction.run(drained_at, timeout);
     step_done("evict");
     ebpf::unpin_dir(dir);
     step_done("unpin");
@@ -70,11 +71,11 @@ EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout)
 constexpr std::chrono::milliseconds kNoWait{0};
 
 // Pins left behind by an attach that was killed before it published them.
-int clean_stale_staging(const PinDir& p, std::chrono::milliseconds timeout)
+int clean_stale_staging(const PinDir& p, std::chrono::milliseconds timeout, std::span<const std::byte> object)
 {
     const auto stale = p.stale_staging();
     for (const auto& dir : stale)
-        take_down(dir, timeout);
+        take_down(dir, timeout, object);
     return static_cast<int>(stale.size());
 }
 
@@ -100,7 +101,9 @@ AttachResult attach(const AttachOptions& options)
 {
     const PinDir p(options.pin_dir);
     // Parse and check before touching the system: a bad object changes nothing.
-    const ebpf::CollectionSpec spec = sockredir_spec(options.object, {options.max_sockets, options.ports});
+    // The eviction programs are detach's, loaded then: attach loads what it attaches.
+    const ebpf::CollectionSpec spec =
+        sockredir_spec(options.object, {options.max_sockets, options.ports}).subset(attached_programs());
     step_done("plan");
 
     AttachResult result;
@@ -116,7 +119,7 @@ AttachResult attach(const AttachOptions& options)
     ebpf::ensure_bpffs(p.path(), true);
 
     ebpf::DirLock lock(p.parent());
-    clean_stale_staging(p, kNoWait);
+    clean_stale_staging(p, kNoWait, options.object);
 
     switch (decide_attach(read_attachment(p.path()), cgroup_id_of(result.cgroup))) {
     case AttachDecision::AlreadyAttached:
@@ -126,7 +129,7 @@ AttachResult attach(const AttachOptions& options)
         throw Error("already attached to another cgroup (pins in " + p.path() + "); run detach first");
     case AttachDecision::TakeDownFirst:
         // A pin dir without a live link is not ours to trust: take it down first.
-        take_down(p.path(), kNoWait);
+        take_down(p.path(), kNoWait, options.object);
         break;
     case AttachDecision::Attach:
         break;
@@ -138,16 +141,13 @@ AttachResult attach(const AttachOptions& options)
 
     ebpf::Collection c = ebpf::create_maps(spec);
     step_done("maps");
-    ebpf::LoadOptions load;
-    load.optional = optional_programs();
-    ebpf::load_programs(spec, c, load);
-    if (!c.programs.contains(SOCKREDIR_PROG_EVICT) && !c.programs.contains(SOCKREDIR_PROG_UNMAP)) {
-        for (const auto& skipped : c.not_loaded)
-            result.no_evict += (result.no_evict.empty() ? "" : "; ") + std::string(skipped.error.what());
-        if (result.no_evict.empty())
-            result.no_evict = "the object has neither " SOCKREDIR_PROG_EVICT " nor " SOCKREDIR_PROG_UNMAP;
-    }
+    ebpf::load_programs(spec, c);
     step_done("programs");
+    // Both eviction programs read the psock by CO-RE: without the kernel's BTF neither loads (an access(2) here;
+    // detach tells the rest).
+    if (::access(ebpf::kKernelBtfPath, R_OK) != 0)
+        result.no_evict = std::string("this kernel has no BTF, ") + ebpf::kKernelBtfPath +
+                          ", which the programs that hand them back to TCP need";
 
     const std::string staging = p.staging(::getpid());
     if (::mkdir(staging.c_str(), 0700) != 0)
@@ -175,7 +175,7 @@ AttachResult attach(const AttachOptions& options)
         step_done("publish");
     } catch (...) {
         try {
-            take_down(staging, kNoWait);
+            take_down(staging, kNoWait, options.object);
         } catch (...) {
             // The next attach or detach finds the staging dir and retries.
         }
@@ -223,10 +223,10 @@ DetachResult detach(const std::string& pin_dir, const DetachOptions& options)
     if (!ebpf::is_bpffs(p.parent()))
         return result; // nothing can be pinned there: nothing attached
     ebpf::DirLock lock(p.parent());
-    result.cleaned_stale = clean_stale_staging(p, options.timeout);
+    result.cleaned_stale = clean_stale_staging(p, options.timeout, options.object);
     if (!ebpf::pin_exists(p.path()))
         return result;
-    result.evict = take_down(p.path(), options.timeout);
+    result.evict = take_down(p.path(), options.timeout, options.object);
     result.outcome = DetachOutcome::Detached;
     return result;
 }

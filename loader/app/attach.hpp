@@ -26,8 +26,8 @@ struct AttachResult {
     AttachOutcome outcome = AttachOutcome::Attached;
     std::string cgroup;
     std::string pin_dir;
-    // Why this kernel could not load the eviction iterator (the object's optional program), so that a detach will
-    // leave connections on the sockmap path until they close; empty when it loaded (or the object has none).
+    // Why a detach will leave connections on the sockmap path until they close (this kernel has no BTF); empty when
+    // it can hand them back, as far as attach can tell without loading the eviction programs.
     std::string no_evict;
 };
 
@@ -38,6 +38,8 @@ enum class DetachOutcome { Detached, NotAttached };
 struct DetachOptions {
     // How long to wait for sockets with unread redirected data to be read before leaving them in the map.
     std::chrono::milliseconds timeout = kDefaultDrainTimeout;
+    // The build of bpf/sockredir.bpf.c whose eviction programs hand the sockets back; empty: the embedded one.
+    std::span<const std::byte> object = {};
 };
 
 struct DetachResult {
@@ -50,8 +52,8 @@ struct DetachResult {
 };
 
 // Sets the draining flag (every later message goes by TCP), detaches the cgroup link (no socket enters the map
-// any more), hands every socket of the map back to TCP once nothing redirected to it is unread (evict.hpp), then
-// removes the pins. Sockets still holding unread data at the timeout stay in the map with it: the result says how
+// any more), hands every socket of the map back to TCP once nothing redirected to it is unread, with eviction
+// programs it loads for that (evict.hpp), then removes the pins. Sockets still holding unread data at the timeout stay in the map with it: the result says how
 // many; detach succeeds all the same.
 DetachResult detach(const std::string& pin_dir, const DetachOptions& options = {});
 

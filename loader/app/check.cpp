@@ -365,9 +365,29 @@ ProbeReport probe_kernel(std::span<const std::byte> object)
     return probe_kernel(object, current_privileges());
 }
 
+namespace {
+
+ProbeReport probe(std::span<const std::byte> object, const Privileges& privileges, bool with_optional);
+
+} // namespace
+
 ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& privileges)
 {
-    const auto requirements = kernel_requirements(ebpf::open_object(object));
+    return probe(object, privileges, true);
+}
+
+ProbeReport probe_for_verdict(std::span<const std::byte> object)
+{
+    return probe(object, current_privileges(), false);
+}
+
+namespace {
+
+ProbeReport probe(std::span<const std::byte> object, const Privileges& privileges, bool with_optional)
+{
+    auto requirements = kernel_requirements(ebpf::open_object(object));
+    if (!with_optional)
+        std::erase_if(requirements, [](const Requirement& r) { return !r.optional.empty(); });
     ProbeReport report;
     utsname u{};
     if (::uname(&u) == 0)
@@ -406,6 +426,8 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
 
     return report;
 }
+
+} // namespace
 
 void probe_beyond(ProbeReport& report)
 {

@@ -73,6 +73,9 @@ Privileges current_privileges();
 ProbeReport probe_kernel(std::span<const std::byte> object);
 // The same with the privileges given, not asked of the kernel (tests).
 ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& privileges);
+// Only what the verdict rests on: no optional requirement (attach's verdict; the kernel BTF that the optional
+// tracing programs would make it read is 30 MB of memory, more than a tight memory cgroup grants).
+ProbeReport probe_for_verdict(std::span<const std::byte> object);
 // Fills report.extras: what the kernel offers beyond the object (its BTF; tp_btf, fentry and fexit on the receive
 // path). The check command's alone: it reads the kernel's BTF (5 MB), which attach's verdict must not pay for.
 void probe_beyond(ProbeReport& report);

@@ -117,7 +117,9 @@ constexpr OptionSpec kCgroupOption{"--cgroup", "DIR", "the cgroup2 directory to 
 constexpr OptionSpec kPinDirOption{"--pin-dir", "DIR",
                                    "where the pins are, an absolute path (default /sys/fs/bpf/sockredir)", set_pin_dir};
 constexpr OptionSpec kObjectOption{"--object", "FILE",
-                                   "load this build of bpf/sockredir.bpf.c instead of the embedded one", set_object};
+                                   "load this build of bpf/sockredir.bpf.c instead of the embedded one (detach: its "
+                                   "programs that hand connections back to TCP)",
+                                   set_object};
 constexpr OptionSpec kMaxSocketsOption{
     "--max-sockets", "N", "how many sockets the sockhash holds, 1 to 16777216 (default 65536)", set_max_sockets};
 constexpr OptionSpec kPortsOption{"--ports", "LIST",
@@ -168,16 +170,21 @@ int do_attach(const Command& c)
     return kExitOk;
 }
 
-DetachOptions detach_options(const Command& c)
+// The detach options of a command; `file` keeps an --object file's bytes alive (empty: the embedded object).
+DetachOptions detach_options(const Command& c, const std::vector<std::byte>& file)
 {
     DetachOptions o;
     o.timeout = std::chrono::seconds(c.drain_timeout_seconds);
+    o.object = file;
     return o;
 }
 
 int do_detach(const Command& c)
 {
-    const auto options = detach_options(c);
+    std::vector<std::byte> file;
+    if (!c.object_file.empty())
+        file = read_file_bytes(c.object_file);
+    const auto options = detach_options(c, file);
     const auto r = detach(c.pin_dir, options);
     if (r.cleaned_stale > 0)
         std::printf("removed %d stale set(s) of pins left by an interrupted attach\n", r.cleaned_stale);
@@ -224,7 +231,8 @@ int do_check(const Command& c)
 int do_run(const Command& c)
 {
     std::vector<std::byte> file;
-    run_foreground(attach_options(c, file), detach_options(c));
+    const auto attach = attach_options(c, file);
+    run_foreground(attach, detach_options(c, file));
     return kExitOk;
 }
 
@@ -263,7 +271,7 @@ constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, 
                                                 &kPortsOption};
 constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption,     &kPinDirOption, &kObjectOption,
                                              &kMaxSocketsOption, &kPortsOption,  &kDrainTimeoutOption};
-constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kDrainTimeoutOption};
+constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kObjectOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
 constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};

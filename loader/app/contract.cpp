@@ -134,6 +134,15 @@ const char* without_program(std::string_view name)
     return nullptr;
 }
 
+std::vector<std::string> attached_programs()
+{
+    std::vector<std::string> names;
+    for (const auto& shape : kProgramShapes)
+        if (shape.without == nullptr)
+            names.emplace_back(shape.name);
+    return names;
+}
+
 std::vector<std::string> optional_programs()
 {
     std::vector<std::string> names;

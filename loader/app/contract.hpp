@@ -31,11 +31,13 @@ struct ObjectOptions {
 // there, it must be an iterator over a sockmap.
 void check_contract(const ebpf::CollectionSpec& spec);
 
-// The programs sockredir works without (the eviction iterator): attach loads them where the kernel can
+// The programs sockredir works without (the eviction programs): detach loads them where the kernel can
 // (ebpf::LoadOptions::optional), and check reports them apart from its verdict. without_program() says what
 // sockredir cannot do without the program `name`; nullptr for a required one (or one it does not know).
 const char* without_program(std::string_view name);
 std::vector<std::string> optional_programs();
+// The programs attach loads and attaches (sock_ops, sk_msg); the optional ones are detach's.
+std::vector<std::string> attached_programs();
 
 // The object opened (ebpf::open_object), checked, and set up as attach loads it: the sockhash's capacity and the
 // config map's initial value (draining off, the port selection). No syscall: a bad object changes nothing.

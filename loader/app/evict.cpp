@@ -12,9 +12,12 @@
 #include <vector>
 
 #include "bpf/sockredir_shared.h"
+#include "loader/app/contract.hpp"
+#include "loader/app/embedded.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/fd.hpp"
+#include "loader/ebpf/collection.hpp"
 #include "loader/ebpf/iter.hpp"
 #include "loader/ebpf/pin.hpp"
 #include "loader/ebpf/sys.hpp"
@@ -26,9 +29,7 @@ using base::Fd;
 namespace sys = ebpf::sys;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-// One run over every socket of the map; returns how many it kept for their unread data.
+// One run over every socket of the map; returns how many it kept for their unread data (declared in evict.hpp).
 class Evictor {
 public:
     virtual ~Evictor() = default;
@@ -99,6 +100,8 @@ private:
     int socks_;
 };
 
+namespace {
+
 // kInFlightGrace, or for tests that show what it closes: SOCKREDIR_TEST_INFLIGHT_GRACE_MS.
 std::chrono::milliseconds in_flight_grace()
 {
@@ -114,26 +117,48 @@ std::chrono::milliseconds since(Clock::time_point start)
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
 
-// The evictor of the pins in `dir`: the iterator where attach could load it and the kernel links it, else the
-// unmap program; nullptr with the reason in `why` when neither can run.
-std::unique_ptr<Evictor> make_evictor(const std::string& dir, int socks, std::string& why)
+// The evictor for the sockhash pinned at `map_path`: the eviction programs of `object` loaded now, against that very
+// map (a detach pays for their CO-RE only when there are sockets to hand back, an attach never); the iterator where
+// the kernel loads and links it, else the unmap program; nullptr with the reason in `why` when neither can run.
+std::unique_ptr<Evictor> make_evictor(std::span<const std::byte> object, const std::string& map_path, int socks,
+                                      std::string& why)
 {
-    const auto iter_path = dir + "/" + SOCKREDIR_PROG_EVICT;
-    if (ebpf::pin_exists(iter_path)) {
+    ebpf::Collection c;
+    try {
+        ebpf::CollectionSpec spec = ebpf::open_object(object);
+        check_contract(spec);
+        const auto names = optional_programs();
+        spec = spec.subset(names);
+        if (spec.programs.empty()) {
+            why = "the object has neither " SOCKREDIR_PROG_EVICT " nor " SOCKREDIR_PROG_UNMAP;
+            return nullptr;
+        }
+        std::vector<ebpf::Map> existing;
+        existing.push_back({SOCKREDIR_MAP_SOCKS, BPF_MAP_TYPE_SOCKHASH, sys::obj_get(map_path)});
+        c = ebpf::create_maps(spec, std::move(existing));
+        ebpf::LoadOptions load;
+        load.optional = names;
+        ebpf::load_programs(spec, c, load);
+    } catch (const Error& e) {
+        why = e.what();
+        return nullptr;
+    }
+    for (const auto& skipped : c.not_loaded)
+        why += (why.empty() ? "" : "; ") + std::string(skipped.error.what());
+    // For the tests that prove each program on a kernel that loads both: SOCKREDIR_TEST_EVICT_WITH names the one.
+    static const char* only = std::getenv("SOCKREDIR_TEST_EVICT_WITH");
+    const auto allowed = [](const char* name) { return only == nullptr || std::strcmp(only, name) == 0; };
+    const auto* iter = allowed(SOCKREDIR_PROG_EVICT) ? c.programs.find(SOCKREDIR_PROG_EVICT) : nullptr;
+    if (iter != nullptr) {
         try {
-            const Fd prog = sys::obj_get(iter_path);
-            return std::make_unique<IterEvictor>(ebpf::link_map_iterator(prog.get(), socks));
+            return std::make_unique<IterEvictor>(ebpf::link_map_iterator(iter->fd.get(), socks));
         } catch (const Error& e) {
-            why = std::string("the kernel refused to link ") + SOCKREDIR_PROG_EVICT + ": " + e.what();
+            why += (why.empty() ? "" : "; ") + std::string("linking ") + SOCKREDIR_PROG_EVICT + ": " + e.what();
         }
     }
-    const auto unmap_path = dir + "/" + SOCKREDIR_PROG_UNMAP;
-    const auto batch_path = dir + "/" + SOCKREDIR_MAP_UNMAP_BATCH;
-    if (ebpf::pin_exists(unmap_path) && ebpf::pin_exists(batch_path))
-        return std::make_unique<UnmapEvictor>(sys::obj_get(unmap_path), sys::obj_get(batch_path), socks);
-    if (why.empty())
-        why = "attach could not load " SOCKREDIR_PROG_EVICT " or " SOCKREDIR_PROG_UNMAP
-              " on this kernel (see sockredir-min check)";
+    if (auto* unmap = allowed(SOCKREDIR_PROG_UNMAP) ? c.programs.find(SOCKREDIR_PROG_UNMAP) : nullptr)
+        return std::make_unique<UnmapEvictor>(std::move(unmap->fd), std::move(c.maps.at(SOCKREDIR_MAP_UNMAP_BATCH).fd),
+                                              socks);
     return nullptr;
 }
 
@@ -152,9 +177,7 @@ std::string evict_summary(const EvictResult& r)
 
 std::string no_evict_note(const std::string& why)
 {
-    return "note: after detach, connections will keep the sockmap path until they close: this kernel cannot load "
-           "the programs that hand them back to TCP (" +
-           why + ")";
+    return "note: after detach, connections will keep the sockmap path until they close (" + why + ")";
 }
 
 std::string evict_failure(const EvictResult& r, std::chrono::milliseconds timeout)
@@ -182,30 +205,48 @@ uint64_t sockets_in_map(int map_fd)
     return n;
 }
 
-EvictResult evict_sockets(const std::string& dir, const EvictOptions& options)
+Eviction::Eviction(const std::string& dir, std::span<const std::byte> object)
+    : map_path_(dir + "/" + SOCKREDIR_MAP_SOCKS), object_(object.empty() ? embedded_object() : object)
+{
+    if (!ebpf::pin_exists(map_path_))
+        return;
+    map_ = sys::obj_get(map_path_);
+    if (sockets_in_map(map_.get()) != 0)
+        load();
+}
+
+Eviction::~Eviction() = default;
+
+void Eviction::load()
+{
+    if (loaded_)
+        return;
+    loaded_ = true;
+    evictor_ = make_evictor(object_, map_path_, map_.get(), unavailable_);
+}
+
+EvictResult Eviction::run(std::chrono::steady_clock::time_point drained_at, std::chrono::milliseconds timeout)
 {
     const auto start = Clock::now();
     EvictResult result;
-    const auto map_path = dir + "/" + SOCKREDIR_MAP_SOCKS;
-    if (!ebpf::pin_exists(map_path))
+    if (!map_)
         return result;
-    const Fd map = sys::obj_get(map_path);
-    result.before = result.left = sockets_in_map(map.get());
+    result.before = result.left = sockets_in_map(map_.get());
     if (result.before == 0)
         return result; // nothing to hand back, nothing to wait for
-
-    const auto evictor = make_evictor(dir, map.get(), result.unavailable);
-    if (!evictor)
+    load(); // sockets that entered after the constructor looked
+    result.unavailable = unavailable_;
+    if (!evictor_)
         return result;
-    result.how = evictor->program();
-    std::this_thread::sleep_until(options.drained_at + in_flight_grace());
+    result.how = evictor_->program();
+    std::this_thread::sleep_until(drained_at + in_flight_grace());
     const auto first_run = Clock::now();
     for (;;) {
-        result.unread = evictor->run();
+        result.unread = evictor_->run();
         ++result.runs;
         result.ran = true;
-        result.left = sockets_in_map(map.get());
-        if (result.left == 0 || Clock::now() - first_run >= options.timeout)
+        result.left = sockets_in_map(map_.get());
+        if (result.left == 0 || Clock::now() - first_run >= timeout)
             break;
         std::this_thread::sleep_for(kEvictInterval);
     }

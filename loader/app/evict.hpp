@@ -1,10 +1,15 @@
-// Detach's hand-back of connections to TCP: the sockets of the sockhash taken out by the eviction iterator, each
-// once nothing redirected to it is unread.
+// Detach's hand-back of connections to TCP: the sockets of the sockhash taken out by the eviction iterator (or the
+// unmap program), each once nothing redirected to it is unread.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
+
+#include "loader/base/fd.hpp"
 
 namespace sockredir::app {
 
@@ -20,16 +25,9 @@ inline constexpr std::chrono::milliseconds kInFlightGrace{50};
 // Between two runs of the iterator while some socket still holds unread data.
 inline constexpr std::chrono::milliseconds kEvictInterval{10};
 
-struct EvictOptions {
-    // When the draining flag was set: the grace period runs from there.
-    std::chrono::steady_clock::time_point drained_at = std::chrono::steady_clock::now();
-    // Give up after this long (from the first run); 0: one run only.
-    std::chrono::milliseconds timeout = kDefaultDrainTimeout;
-};
-
 struct EvictResult {
-    // The eviction iterator is pinned there and ran; when false, `unavailable` says why (attach could not load it,
-    // the kernel refused to link it) and every socket kept its sockmap path.
+    // An eviction program ran; when false, `unavailable` says why (the kernel refused both, the object has none)
+    // and every socket kept its sockmap path.
     bool ran = false;
     std::string unavailable;
     std::string how; // the program that ran: SOCKREDIR_PROG_EVICT (the iterator) or SOCKREDIR_PROG_UNMAP
@@ -40,17 +38,42 @@ struct EvictResult {
     std::chrono::milliseconds took{0};
 };
 
-// Hands every socket of the sockhash pinned in `dir` back to TCP whose psock holds no unread redirected data, with
-// the eviction iterator pinned there where the kernel links it, else the unmap program pinned there; again every
-// kEvictInterval, until the sockhash is empty or the timeout has passed. Call it after the draining flag is set, never before: with the
-// programs still redirecting, a socket emptied now can receive data again at once. Nothing happens to sockets the
-// iterator keeps: they stay in the map with their data.
-EvictResult evict_sockets(const std::string& dir, const EvictOptions& options);
+class Evictor;
+
+// Hands every socket of the sockhash pinned in a pin dir back to TCP whose psock holds no unread redirected data.
+// Construct it before the draining flag is set: it loads the object's eviction iterator over that map where the
+// kernel allows it, else its unmap program, which takes a while (their CO-RE reads need the kernel's BTF: 0.2 s
+// and 30 MB here, seconds on busy CPUs), so that the time from the flag to the first run is the in-flight grace
+// alone. Nothing is loaded while the map is empty. Then run() after the flag, never before: with the programs
+// still redirecting, a socket emptied now can receive data again at once.
+class Eviction {
+public:
+    // `object`: the build of bpf/sockredir.bpf.c whose eviction programs are loaded; empty: the embedded one.
+    Eviction(const std::string& dir, std::span<const std::byte> object);
+    ~Eviction();
+    Eviction(const Eviction&) = delete;
+    Eviction& operator=(const Eviction&) = delete;
+
+    // Waits until kInFlightGrace after `drained_at` (when the flag was set), then runs the program again every
+    // kEvictInterval until the sockhash is empty or `timeout` (from the first run; 0: one run) has passed. Sockets
+    // kept stay in the map with their data.
+    EvictResult run(std::chrono::steady_clock::time_point drained_at, std::chrono::milliseconds timeout);
+
+private:
+    void load();
+
+    std::string map_path_;
+    std::span<const std::byte> object_;
+    base::Fd map_;
+    bool loaded_ = false;
+    std::unique_ptr<Evictor> evictor_;
+    std::string unavailable_;
+};
 
 // What became of the sockets, for the line that says "detached": "; 16 sockets back on TCP in 61 ms", or that
 // they keep the sockmap path (no iterator); empty when there were none.
 std::string evict_summary(const EvictResult& r);
-// What attach says when the eviction iterator did not load (`why`: the loader's error).
+// What attach says where detach will not be able to hand connections back (`why`).
 std::string no_evict_note(const std::string& why);
 // The one-line failure when sockets had to be left in the map at the timeout; empty when none were.
 std::string evict_failure(const EvictResult& r, std::chrono::milliseconds timeout);

@@ -14,7 +14,6 @@
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/mounts.hpp"
-#include "loader/ebpf/pin.hpp"
 #include "loader/ebpf/sys.hpp"
 
 namespace sockredir::app {
@@ -152,9 +151,6 @@ Status read_status(const std::string& pin_dir)
 
     if (const auto config = read_config(p.path()))
         s.ports = format_ports(config->value);
-    for (const char* prog : {SOCKREDIR_PROG_EVICT, SOCKREDIR_PROG_UNMAP})
-        if (s.hand_back.empty() && ebpf::pin_exists(p / prog))
-            s.hand_back = prog;
     return s;
 }
 
@@ -176,10 +172,6 @@ std::string format_text(const Status& s)
     add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
     add("  ports         %s\n", s.ports.c_str());
     add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
-    if (s.hand_back.empty())
-        add("  detach        leaves connections on the sockmap path until they close (no eviction program loaded)\n");
-    else
-        add("  detach        hands connections back to TCP with %s\n", s.hand_back.c_str());
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         add("  %-20s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
     if (s.msg_runs == 0 && s.sockops_runs == 0) {
@@ -211,7 +203,6 @@ std::string format_json(const Status& s)
         out += ",\"sockets\":" + std::to_string(s.sockets);
         out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
         out += ",\"ports\":" + json_string(s.ports);
-        out += ",\"hand_back\":" + (s.hand_back.empty() ? std::string("null") : json_string(s.hand_back));
         out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
                ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
                "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +

@@ -19,11 +19,8 @@ struct Status {
     uint32_t sock_hash_id = 0;
     uint32_t counters_id = 0;
     uint32_t max_sockets = 0;
-    uint64_t sockets = 0; // in the sockhash: also the ones a running or interrupted detach has not handed back yet
+    uint64_t sockets = 0;
     bool draining = false;
-    // The program detach will hand the sockets back to TCP with (SOCKREDIR_PROG_EVICT or SOCKREDIR_PROG_UNMAP, the
-    // ones attach could load); empty: none, connections keep the sockmap path until they close.
-    std::string hand_back;
     std::string ports; // "all" or the selection of attach --ports
     uint64_t counters[SOCKREDIR_COUNTER_MAX] = {};
     // The kernel's run statistics of each program (zero unless kernel.bpf_stats_enabled=1).
