@@ -96,8 +96,9 @@ TEST_CASE("detach takes --pin-dir and --drain-timeout SECONDS, 0 to 3600, defaul
     CHECK(parsed({"detach", "--drain-timeout=3600"}).drain_timeout_seconds == 3600);
     for (const char* bad : {"3601", "-1", "1.5", "5s", "x"}) {
         CAPTURE(bad);
-        CHECK(usage_error({"detach", "--drain-timeout", bad}).find("--drain-timeout needs a number of seconds from 0 "
-                                                                    "to 3600") == 0);
+        CHECK(usage_error({"detach", "--drain-timeout", bad})
+                  .find("--drain-timeout needs a number of seconds from 0 "
+                        "to 3600") == 0);
     }
     CHECK(usage_error({"attach", "--drain-timeout", "1"}).find("unknown option '--drain-timeout' for attach") == 0);
     const auto c = parsed({"detach", "--pin-dir", "/sys/fs/bpf/x"});

@@ -89,11 +89,12 @@ TEST_CASE("a program in a section the loader does not know is refused by name")
 {
     ObjectRecipe recipe;
     recipe.programs.push_back({"xdp", "xdp_prog", {}});
-    CHECK_THROWS_WITH_AS(open_object(recipe.build()),
-                         doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
-                                           "support (sections: sockops, sk_msg, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
-                                           "iter/NAME)"),
-                         Error);
+    CHECK_THROWS_WITH_AS(
+        open_object(recipe.build()),
+        doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
+                          "support (sections: sockops, sk_msg, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
+                          "iter/NAME)"),
+        Error);
 }
 
 TEST_CASE("a map type the loader cannot create from a definition alone is refused by name")

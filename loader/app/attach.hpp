@@ -53,8 +53,8 @@ struct DetachResult {
 
 // Sets the draining flag (every later message goes by TCP), detaches the cgroup link (no socket enters the map
 // any more), hands every socket of the map back to TCP once nothing redirected to it is unread, with eviction
-// programs it loads for that (evict.hpp), then removes the pins. Sockets still holding unread data at the timeout stay in the map with it: the result says how
-// many; detach succeeds all the same.
+// programs it loads for that (evict.hpp), then removes the pins. Sockets still holding unread data at the timeout stay
+// in the map with it: the result says how many; detach succeeds all the same.
 DetachResult detach(const std::string& pin_dir, const DetachOptions& options = {});
 
 enum class PortsOutcome { Changed, Unchanged, NotAttached };

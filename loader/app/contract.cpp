@@ -69,7 +69,8 @@ void check_program(const ebpf::ProgramSpec& p, const ProgramShape& shape)
     if (p.type != shape.type)
         throw Error(what + ": type " + ebpf::prog_type_name(p.type) + ", sockredir needs " +
                     ebpf::prog_type_name(shape.type));
-    if (shape.attach_to != nullptr && (p.expected_attach_type != shape.expected_attach_type || p.attach_to != shape.attach_to))
+    if (shape.attach_to != nullptr &&
+        (p.expected_attach_type != shape.expected_attach_type || p.attach_to != shape.attach_to))
         throw Error(what + ": sockredir needs it in section 'iter/" + shape.attach_to + "'");
 }
 

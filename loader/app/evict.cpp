@@ -1,12 +1,12 @@
-// The eviction: the pinned iterator over the pinned sockhash, or the pinned unmap program run on batches of its
-// keys, again and again until the map is empty or time is up.
+// The eviction: the object's iterator linked to the pinned sockhash, or its unmap program run on batches of the
+// sockhash's keys, again and again until the map is empty or time is up.
 #include "loader/app/evict.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstdlib>
-#include <memory>
 #include <cstring>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -64,7 +64,8 @@ private:
 // program run on each batch by BPF_PROG_TEST_RUN, its verdicts read back.
 class UnmapEvictor : public Evictor {
 public:
-    UnmapEvictor(Fd prog, Fd batch_map, int socks) : prog_(std::move(prog)), batch_map_(std::move(batch_map)), socks_(socks)
+    UnmapEvictor(Fd prog, Fd batch_map, int socks)
+        : prog_(std::move(prog)), batch_map_(std::move(batch_map)), socks_(socks)
     {
     }
     const char* program() const override { return SOCKREDIR_PROG_UNMAP; }
@@ -88,8 +89,8 @@ public:
             sys::prog_test_run(prog_.get(), packet);
             if (!sys::map_lookup(batch_map_.get(), &zero, &batch))
                 throw Error("the " SOCKREDIR_MAP_UNMAP_BATCH " map has no entry 0");
-            unread += static_cast<uint64_t>(std::count(batch.verdicts, batch.verdicts + batch.count,
-                                                       uint32_t{SOCKREDIR_EVICT_UNREAD}));
+            unread += static_cast<uint64_t>(
+                std::count(batch.verdicts, batch.verdicts + batch.count, uint32_t{SOCKREDIR_EVICT_UNREAD}));
         }
         return unread;
     }
@@ -234,7 +235,7 @@ EvictResult Eviction::run(std::chrono::steady_clock::time_point drained_at, std:
     result.before = result.left = sockets_in_map(map_.get());
     if (result.before == 0)
         return result; // nothing to hand back, nothing to wait for
-    load(); // sockets that entered after the constructor looked
+    load();            // sockets that entered after the constructor looked
     result.unavailable = unavailable_;
     if (!evictor_)
         return result;

@@ -30,7 +30,7 @@ struct EvictResult {
     // and every socket kept its sockmap path.
     bool ran = false;
     std::string unavailable;
-    std::string how; // the program that ran: SOCKREDIR_PROG_EVICT (the iterator) or SOCKREDIR_PROG_UNMAP
+    std::string how;     // the program that ran: SOCKREDIR_PROG_EVICT (the iterator) or SOCKREDIR_PROG_UNMAP
     uint64_t before = 0; // sockets in the sockhash when the eviction began
     uint64_t left = 0;   // sockets in it when it ended
     uint64_t unread = 0; // of those, the ones the iterator kept for their unread redirected data

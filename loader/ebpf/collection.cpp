@@ -132,7 +132,8 @@ Collection create_maps(const CollectionSpec& spec, std::vector<Map> existing)
         c.btf = load_btf(*spec.btf);
     Fd legacy_btf;
     for (const auto& m : spec.maps) {
-        const auto given = std::find_if(existing.begin(), existing.end(), [&](const Map& e) { return e.name == m.name; });
+        const auto given =
+            std::find_if(existing.begin(), existing.end(), [&](const Map& e) { return e.name == m.name; });
         if (given != existing.end()) {
             const auto info = sys::map_info(given->fd.get());
             if (info.type != m.type || info.key_size != m.key_size || info.value_size != m.value_size)

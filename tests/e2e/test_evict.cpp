@@ -121,8 +121,7 @@ void wait_sockets(const std::string& pin_dir, uint64_t n)
 
 RunResult detach(const Sandbox& sb, unsigned timeout_seconds, const RunOptions& options = {})
 {
-    return run_bin({"detach", "--pin-dir", sb.pin_dir(), "--drain-timeout", std::to_string(timeout_seconds)},
-                   options);
+    return run_bin({"detach", "--pin-dir", sb.pin_dir(), "--drain-timeout", std::to_string(timeout_seconds)}, options);
 }
 
 // Which eviction programs this kernel loads, as detach will try them: "sockredir_evict sockredir_unmap", one of
@@ -147,9 +146,9 @@ std::string evict_support()
 
 // What one direction of one connection does.
 enum class Sending {
-    None,  // nothing (the other direction only)
-    Paced, // 16 KiB, then 1 ms of rest
-    Tight, // 256 KiB writes back to back
+    None,    // nothing (the other direction only)
+    Paced,   // 16 KiB, then 1 ms of rest
+    Tight,   // 256 KiB writes back to back
     Trickle, // 256 B every 2 ms: its reader spends its time blocked in recv()
 };
 
@@ -346,8 +345,8 @@ int run_pool(const Channel& ch, const std::string& cgroup, const PoolSpec& spec)
     for (const auto& s : streams) {
         bytes += s->received.load();
         if (error.empty() && s->received.load() != s->sent.load())
-            error = "stream " + std::to_string(s->seed) + ": sent " + std::to_string(s->sent.load()) +
-                    ", received " + std::to_string(s->received.load());
+            error = "stream " + std::to_string(s->seed) + ": sent " + std::to_string(s->sent.load()) + ", received " +
+                    std::to_string(s->received.load());
     }
     ch.send("report ok=" + std::to_string(error.empty() ? 1 : 0) + " bytes=" + std::to_string(bytes) +
             " eagain_before=" + std::to_string(g_eagain[kBefore].load()) +
@@ -484,7 +483,7 @@ TEST_CASE("detach with 200 KB redirected and unread on one socket loses nothing 
         const auto r = stop_pool(child);
         CHECK_MESSAGE(r.ok, r.text);
         MESSAGE("200 KB unread, read 500 ms into the detach: detach took " << took << " ms; " << r.bytes
-                                                                          << " bytes verified");
+                                                                           << " bytes verified");
     }
 
     SUBCASE("the timeout comes first: detach says how many sockets it left, exits 1, and the data is intact")
@@ -537,7 +536,7 @@ TEST_CASE("detach while senders write in a loop on both ends loses, reorders and
     const auto r = stop_pool(child);
     CHECK_MESSAGE(r.ok, r.text);
     MESSAGE("4 connections written in a loop both ways through the detach: " << r.bytes << " bytes verified; "
-                                                                              << d.out.substr(0, d.out.find('\n')));
+                                                                             << d.out.substr(0, d.out.find('\n')));
 }
 
 TEST_CASE("where no eviction program can run, detach works as before and says the connections keep the sockmap path")

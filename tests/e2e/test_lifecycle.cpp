@@ -353,10 +353,9 @@ TEST_CASE("an attach or detach killed at any step leaves nothing the next detach
         const char* name;
         bool in_detach;
     };
-    const Step steps[] = {{"plan", false},    {"maps", false},       {"programs", false},
-                          {"pin", false},     {"attach_msg", false}, {"attach_sockops", false},
-                          {"publish", false}, {"drain", true},       {"detach_sockops", true},
-                          {"evict", true},    {"unpin", true}};
+    const Step steps[] = {{"plan", false},          {"maps", false},           {"programs", false}, {"pin", false},
+                          {"attach_msg", false},    {"attach_sockops", false}, {"publish", false},  {"drain", true},
+                          {"detach_sockops", true}, {"evict", true},           {"unpin", true}};
     for (const auto& step : steps) {
         for (const char* next : {"detach", "attach"}) {
             INFO("killed after step '" << std::string(step.name) << "' of "

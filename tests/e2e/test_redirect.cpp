@@ -332,7 +332,8 @@ void detach_under_traffic(bool receiver_holds)
     CHECK(counter(status, SOCKREDIR_MSG_REDIRECTED) > 0);
     // A receiver that holds its queue through the detach keeps its socket in the map (taking it out would free the
     // unread bytes): detach says so and fails, and the bytes arrive all the same.
-    const auto d = receiver_holds ? run_bin({"detach", "--pin-dir", sb.pin_dir(), "--drain-timeout", "0"}) : sb.detach();
+    const auto d =
+        receiver_holds ? run_bin({"detach", "--pin-dir", sb.pin_dir(), "--drain-timeout", "0"}) : sb.detach();
     // Where this kernel cannot hand sockets back at all, detach leaves every one in the map, and says so on stdout.
     const bool evicts = d.out.find("keep the sockmap path") == std::string::npos;
     if (receiver_holds && evicts) {

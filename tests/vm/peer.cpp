@@ -364,8 +364,8 @@ int pool(int connections, const std::string& program)
     std::string error;
     if (rc != 0)
         error = "detach exited " + std::to_string(rc);
-    const std::string handed = std::to_string(2 * connections) + " of " + std::to_string(2 * connections) +
-                               " socket(s) back on TCP";
+    const std::string handed =
+        std::to_string(2 * connections) + " of " + std::to_string(2 * connections) + " socket(s) back on TCP";
     if (error.empty() && out.find(handed) == std::string::npos)
         error = "detach did not hand every socket back (" + handed + ")";
     // The sockets' psocks go after an RCU grace period, the maps from a workqueue: give them a few seconds.
@@ -391,7 +391,8 @@ int pool(int connections, const std::string& program)
     std::printf("peer: pool of %d: %llu bytes intact; objects before the detach: %s; EAGAIN of the timer reader: %llu "
                 "before, %llu during, %llu after\n",
                 connections, static_cast<unsigned long long>(bytes), before.c_str(),
-                static_cast<unsigned long long>(g_eagain[0].load()), static_cast<unsigned long long>(g_eagain[1].load()),
+                static_cast<unsigned long long>(g_eagain[0].load()),
+                static_cast<unsigned long long>(g_eagain[1].load()),
                 static_cast<unsigned long long>(g_eagain[2].load()));
     if (error.empty() && g_eagain[0].load() == 0)
         error = "no EAGAIN before the detach: the test cannot tell the sockmap path from TCP here";
