@@ -175,8 +175,10 @@ TEST_CASE("a program load that fails once loads on the retry")
 {
     test::FakeKernel kernel;
     kernel.transient_failures = 1;
-    const auto c = load_collection(open_object(real_object()));
-    CHECK(c.programs.size() == 4);
+    // The two programs that need no kernel BTF: the test runs where there is none too.
+    const std::vector<std::string> names{"sockredir_sockops", "sockredir_msg"};
+    const auto c = load_collection(open_object(real_object()).subset(names));
+    CHECK(c.programs.size() == 2);
 }
 
 // --- minimal BTF -------------------------------------------------------------------------------------------------
