@@ -26,6 +26,9 @@ static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map, void *key
 static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)BPF_FUNC_get_netns_cookie;
 static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value,
 				   __u64 flags) = (void *)BPF_FUNC_sk_storage_get;
+static long (*bpf_sk_release)(void *sk) = (void *)BPF_FUNC_sk_release;
+/* Iterators only: appends to the seq_file that read() returns. */
+static long (*bpf_seq_write)(void *seq, const void *data, __u32 len) = (void *)BPF_FUNC_seq_write;
 
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
 				   __u64 flags) = (void *)BPF_FUNC_map_update_elem;

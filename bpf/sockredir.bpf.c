@@ -10,6 +10,7 @@
 #include "kernel.h"
 #include "sockredir_shared.h"
 #include "sockredir_maps.h"
+#include "psock.h"
 
 static __always_inline void count(__u32 index, __u64 value)
 {
@@ -477,5 +478,99 @@ tcp:
 	count(why, 1);
 	return SK_PASS;
 }
+
+/*
+ * The two programs below are optional to the loader (app::check_contract): built with SOCKREDIR_NO_EVICTION, the
+ * object has neither, as an old build has not (the e2e test of detach's fallback loads that build).
+ */
+#ifndef SOCKREDIR_NO_EVICTION
+
+/*
+ * The context of a sockmap iterator (net/core/sock_map.c struct bpf_iter__sockmap): four pointers, each in a u64
+ * slot (__bpf_md_ptr), the same on every kernel. key and sk are NULL in the last call, after the last element.
+ */
+struct bpf_iter_meta___sr {
+	void *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__sockmap {
+	struct bpf_iter_meta___sr *meta;
+	void *map;
+	struct sockredir_key *key; /* key_size bytes, read-only; 8-byte aligned (struct bpf_shtab_elem) */
+	void *sk;  /* the kernel's struct sock */
+};
+
+/*
+ * Detach's eviction (run with BPF_ITER_CREATE over the sockhash, after the draining flag stopped every redirect):
+ * takes out of the map every socket whose psock holds no unread redirected data, which gives it back the plain TCP
+ * socket operations and drops its references to our programs and maps. A socket with unread data stays: the
+ * kernel would free the data with its psock; detach runs this again until the reader has read it, or gives up and
+ * says so. May delete: the verifier allows map_delete_elem on a sockhash to BPF_TRACE_ITER programs
+ * (may_update_sockmap), and the iterator holds no socket lock.
+ */
+SEC("iter/sockmap")
+int sockredir_evict(struct bpf_iter__sockmap *ctx)
+{
+	struct sockredir_evict_record rec;
+	void *sk = ctx->sk;
+
+	if (!ctx->key || !sk)
+		return 0;
+	__builtin_memset(&rec, 0, sizeof(rec));
+	/* The helper takes no pointer into the context: the key goes through the stack. */
+	rec.key = *ctx->key;
+	if (!sr_psock_ingress_empty(sk))
+		rec.verdict = SOCKREDIR_EVICT_UNREAD;
+	else if (bpf_map_delete_elem(&sock_hash, &rec.key) != 0)
+		rec.verdict = SOCKREDIR_EVICT_DELETE_FAILED;
+	else
+		return 0;
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/*
+ * The same hand-back where the kernel refuses the iterator (this project's 6.18 machines refuse iter/sockmap with
+ * EPERM, as they refuse fentry): never attached, run by detach with BPF_PROG_TEST_RUN on a batch of keys it listed
+ * from the sockhash. A sched_cls program may look a socket up in a sockhash (a referenced struct bpf_sock), reach
+ * its struct tcp_sock through bpf_skc_to_tcp_sock, and delete from a sockhash (may_update_sockmap).
+ */
+SEC("tc")
+int sockredir_unmap(struct __sk_buff *skb)
+{
+	struct sockredir_unmap_batch *batch;
+	__u32 zero = 0;
+	__u32 i;
+
+	(void)skb; /* the test run's packet: unused */
+	batch = bpf_map_lookup_elem(&unmap_batch, &zero);
+	if (!batch)
+		return 0;
+	for (i = 0; i < SOCKREDIR_UNMAP_BATCH; i++) {
+		struct sockredir_key key;
+		struct bpf_sock *sk;
+		int empty;
+
+		if (i >= batch->count)
+			break;
+		key = batch->keys[i];
+		sk = bpf_map_lookup_elem(&sock_hash, &key);
+		if (!sk) {
+			batch->verdicts[i] = SOCKREDIR_EVICT_GONE;
+			continue;
+		}
+		empty = sr_psock_ingress_empty(bpf_skc_to_tcp_sock(sk));
+		bpf_sk_release(sk);
+		if (!empty)
+			batch->verdicts[i] = SOCKREDIR_EVICT_UNREAD;
+		else if (bpf_map_delete_elem(&sock_hash, &key) != 0)
+			batch->verdicts[i] = SOCKREDIR_EVICT_DELETE_FAILED;
+		else
+			batch->verdicts[i] = SOCKREDIR_EVICT_TAKEN_OUT;
+	}
+	return 0;
+}
+
+#endif /* SOCKREDIR_NO_EVICTION */
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -62,4 +62,12 @@ struct {
 	__uint(max_entries, SOCKREDIR_LEARNED_ENTRIES);
 } learned SEC(".maps");
 
+/* Keys in and verdicts out for the unmap program (run by detach with BPF_PROG_TEST_RUN). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sockredir_unmap_batch);
+	__uint(max_entries, 1);
+} unmap_batch SEC(".maps");
+
 #endif

@@ -157,6 +157,41 @@ struct sockredir_learn_key {
  * surely enqueued its message (the verdict and the enqueue into the peer are not atomic). */
 #define SOCKREDIR_EVICT_DELAY_NS 50000000ULL
 
+/*
+ * Detach hands the sockets of the sockhash back to TCP, each once nothing redirected to it is unread, with one of
+ * two programs: the eviction iterator (SOCKREDIR_PROG_EVICT, iter/sockmap) where the kernel loads it, else
+ * SOCKREDIR_PROG_UNMAP (tc), which user space runs with BPF_PROG_TEST_RUN on batches of keys it lists.
+ */
+enum sockredir_evict_verdict {
+	SOCKREDIR_EVICT_TAKEN_OUT = 0,
+	/* Its psock holds redirected data not read yet, or the program could not tell: deleting would free it. */
+	SOCKREDIR_EVICT_UNREAD = 1,
+	/* bpf_map_delete_elem() refused. */
+	SOCKREDIR_EVICT_DELETE_FAILED = 2,
+	/* Not in the map any more (its connection closed): unmap only. */
+	SOCKREDIR_EVICT_GONE = 3,
+};
+
+/*
+ * What the iterator writes, with bpf_seq_write, for each socket it leaves in the sockhash; a socket it takes out
+ * writes nothing. A read() of the iterator that ends inside a hash bucket starts that bucket again at the next
+ * read() (sock_hash_seq_start), so a socket can be reported twice: count by key.
+ */
+struct sockredir_evict_record {
+	__u32 verdict; /* enum sockredir_evict_verdict */
+	__u32 reserved;
+	struct sockredir_key key;
+};
+
+/* The single entry of the "unmap_batch" array: keys in, one verdict per key out. */
+#define SOCKREDIR_UNMAP_BATCH 64
+struct sockredir_unmap_batch {
+	__u32 count; /* keys[0, count) are to be handed back */
+	__u32 reserved;
+	struct sockredir_key keys[SOCKREDIR_UNMAP_BATCH];
+	__u32 verdicts[SOCKREDIR_UNMAP_BATCH]; /* enum sockredir_evict_verdict */
+};
+
 /* Names of the maps and programs, as the loader and the pin dir know them. */
 #define SOCKREDIR_MAP_SOCKS "sock_hash"
 #define SOCKREDIR_MAP_COUNTERS "counters"
@@ -164,11 +199,16 @@ struct sockredir_learn_key {
 #define SOCKREDIR_MAP_SOCK_STATE "sock_state"
 #define SOCKREDIR_MAP_FLOWS "flows"
 #define SOCKREDIR_MAP_LEARNED "learned"
+/* Used by SOCKREDIR_PROG_UNMAP alone. */
+#define SOCKREDIR_MAP_UNMAP_BATCH "unmap_batch"
 #define SOCKREDIR_PROG_SOCKOPS "sockredir_sockops"
 #define SOCKREDIR_PROG_MSG "sockredir_msg"
 /* The receive-path observer, in two variants: the first that loads on this kernel is attached. */
 #define SOCKREDIR_PROG_OBSERVE_TP "sockredir_observe_tp"
 #define SOCKREDIR_PROG_OBSERVE_FEXIT "sockredir_observe_fexit"
+/* Loaded by detach alone, each optional: detach goes on without them where the kernel cannot load them. */
+#define SOCKREDIR_PROG_EVICT "sockredir_evict"
+#define SOCKREDIR_PROG_UNMAP "sockredir_unmap"
 
 #define SOCKREDIR_DEFAULT_MAX_SOCKETS 65536
 #define SOCKREDIR_LEARNED_ENTRIES 4096

@@ -2,6 +2,7 @@
 #include "tests/fake_kernel.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -72,7 +73,13 @@ long FakeKernel::answer(int cmd, bpf_attr& attr)
     case BPF_BTF_LOAD:
         return btf_load(attr);
     case BPF_LINK_CREATE:
-        return link_err != 0 ? fail(link_err) : new_fd();
+        return link_create(attr);
+    case BPF_ITER_CREATE:
+        return iter_create(attr);
+    case BPF_PROG_TEST_RUN:
+        return test_run(attr);
+    case BPF_OBJ_GET_INFO_BY_FD:
+        return info(attr);
     default:
         return fail(EINVAL);
     }
@@ -96,6 +103,7 @@ long FakeKernel::map_create(const bpf_attr& attr)
         return fail(EINVAL);
     m.fd = static_cast<int>(new_fd());
     map_sizes_[m.fd] = {attr.key_size, attr.value_size};
+    map_types_[m.fd] = attr.map_type;
     return m.fd;
 }
 
@@ -150,6 +158,68 @@ long FakeKernel::prog_load(bpf_attr& attr)
     }
     p.fd = static_cast<int>(new_fd());
     return p.fd;
+}
+
+long FakeKernel::link_create(const bpf_attr& attr)
+{
+    LinkCreate& l = link_creates.emplace_back();
+    l.prog_fd = static_cast<int>(attr.link_create.prog_fd);
+    l.target_fd = static_cast<int>(attr.link_create.target_fd);
+    l.attach_type = attr.link_create.attach_type;
+    l.iter_info_len = attr.link_create.iter_info_len;
+    if (attr.link_create.iter_info != 0)
+        std::memcpy(&l.iter_info, reinterpret_cast<const void*>(static_cast<uintptr_t>(attr.link_create.iter_info)),
+                    std::min<size_t>(sizeof l.iter_info, l.iter_info_len));
+    if (link_err != 0)
+        return fail(link_err);
+    l.fd = static_cast<int>(new_fd());
+    return l.fd;
+}
+
+long FakeKernel::iter_create(const bpf_attr& attr)
+{
+    IterCreate& i = iter_creates.emplace_back();
+    i.link_fd = static_cast<int>(attr.iter_create.link_fd);
+    i.flags = attr.iter_create.flags;
+    // A file whose read() gives iter_output and then 0, as the kernel's seq_file does.
+    const int fd = ::memfd_create("fake-iter", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (!iter_output.empty() &&
+        ::write(fd, iter_output.data(), iter_output.size()) != static_cast<ssize_t>(iter_output.size())) {
+        ::close(fd);
+        return fail(EIO);
+    }
+    ::lseek(fd, 0, SEEK_SET);
+    i.fd = fd;
+    return fd;
+}
+
+long FakeKernel::test_run(bpf_attr& attr)
+{
+    TestRun& t = test_runs.emplace_back();
+    t.prog_fd = static_cast<int>(attr.test.prog_fd);
+    const auto* data = reinterpret_cast<const std::byte*>(static_cast<uintptr_t>(attr.test.data_in));
+    if (data != nullptr)
+        t.data.assign(data, data + attr.test.data_size_in);
+    t.repeat = attr.test.repeat;
+    attr.test.retval = test_run_retval;
+    attr.test.duration = 1;
+    return 0;
+}
+
+long FakeKernel::info(const bpf_attr& attr)
+{
+    const int fd = static_cast<int>(attr.info.bpf_fd);
+    const auto sizes = map_sizes_.find(fd);
+    if (sizes == map_sizes_.end() || attr.info.info_len < sizeof(bpf_map_info))
+        return fail(EINVAL);
+    bpf_map_info m{};
+    m.type = map_types_[fd];
+    m.key_size = sizes->second.first;
+    m.value_size = sizes->second.second;
+    std::memcpy(reinterpret_cast<void*>(static_cast<uintptr_t>(attr.info.info)), &m, sizeof m);
+    return 0;
 }
 
 long FakeKernel::btf_load(bpf_attr& attr)

@@ -1,6 +1,7 @@
 // A fake bpf(2) behind ebpf::sys::override_bpf, for the decision logic above the syscalls without root (aya's
-// sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_BTF_LOAD and
-// BPF_LINK_CREATE with the errnos and verifier logs a test chooses, and records what it was asked.
+// sys/fake.rs override_syscall): it answers BPF_PROG_LOAD, BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_BTF_LOAD,
+// BPF_LINK_CREATE, BPF_ITER_CREATE and BPF_PROG_TEST_RUN with the errnos, verifier logs and outputs a test
+// chooses, gives BPF_OBJ_GET_INFO_BY_FD of the maps it created, and records what it was asked.
 #pragma once
 
 #include <linux/bpf.h>
@@ -54,6 +55,10 @@ public:
     std::map<uint32_t, Answer> prog_answers;
     // What BPF_LINK_CREATE says: EBADF is what a kernel with links says of the probe's target -1; 0: linked.
     int link_err = EBADF;
+    // What read() of a BPF_ITER_CREATE descriptor returns, to its end.
+    std::vector<std::byte> iter_output;
+    // The retval of BPF_PROG_TEST_RUN.
+    uint32_t test_run_retval = 0;
     // BPF_PROG_LOAD fails this many times with EAGAIN before it answers as above (a transient failure).
     int transient_failures = 0;
 
@@ -92,6 +97,27 @@ public:
         int fd = -1;
     };
     std::vector<ProgLoad> prog_loads;
+    struct LinkCreate {
+        int prog_fd = -1;
+        int target_fd = -1;
+        uint32_t attach_type = 0;
+        uint32_t iter_info_len = 0;
+        bpf_iter_link_info iter_info{}; // copied from attr.link_create.iter_info when given
+        int fd = -1;
+    };
+    std::vector<LinkCreate> link_creates;
+    struct IterCreate {
+        int link_fd = -1;
+        uint32_t flags = 0;
+        int fd = -1;
+    };
+    std::vector<IterCreate> iter_creates;
+    struct TestRun {
+        int prog_fd = -1;
+        std::vector<std::byte> data;
+        uint32_t repeat = 0;
+    };
+    std::vector<TestRun> test_runs;
 
 private:
     static long call(int cmd, bpf_attr& attr);
@@ -101,9 +127,14 @@ private:
     long map_update(const bpf_attr& attr);
     long prog_load(bpf_attr& attr);
     long btf_load(bpf_attr& attr);
+    long link_create(const bpf_attr& attr);
+    long iter_create(const bpf_attr& attr);
+    long test_run(bpf_attr& attr);
+    long info(const bpf_attr& attr); // of the maps it created only
 
     ebpf::sys::BpfCall previous_;
     std::map<int, std::pair<uint32_t, uint32_t>> map_sizes_; // fd -> key_size, value_size
+    std::map<int, uint32_t> map_types_;
 };
 
 } // namespace sockredir::test

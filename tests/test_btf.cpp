@@ -180,12 +180,15 @@ TEST_CASE("the project's .BTF.ext gives each program section its func_info and l
     const auto ext = parse_btf_ext(o.ext_bytes, btf);
     CHECK(ext.func_info_rec_size == sizeof(bpf_func_info));
     CHECK(ext.line_info_rec_size == sizeof(bpf_line_info));
-    // The kernel structures the programs read (bpf/kernel.h) are CO-RE relocated in every program section.
-    for (const char* section : {"sockops", "sk_msg", "tp_btf/sock_recv_length", "fexit/sock_recvmsg"}) {
+    // The kernel structures the programs read (bpf/kernel.h, bpf/psock.h) are CO-RE relocated in every program
+    // section.
+    for (const char* section : {"sockops", "sk_msg", "tp_btf/sock_recv_length", "fexit/sock_recvmsg", "iter/sockmap",
+                                "tc"}) {
         CAPTURE(section);
         CHECK_FALSE(ext.core_relos_of(section).empty());
     }
-    for (const auto& names : {std::pair{"sockops", SOCKREDIR_PROG_SOCKOPS}, std::pair{"sk_msg", SOCKREDIR_PROG_MSG}}) {
+    for (const auto& names : {std::pair{"sockops", SOCKREDIR_PROG_SOCKOPS}, std::pair{"sk_msg", SOCKREDIR_PROG_MSG},
+                              std::pair{"iter/sockmap", SOCKREDIR_PROG_EVICT}, std::pair{"tc", SOCKREDIR_PROG_UNMAP}}) {
         const std::string section = names.first, prog = names.second;
         CAPTURE(section);
         const auto funcs = ext.func_info_of(section);

@@ -87,10 +87,20 @@ TEST_CASE("a later option overrides an earlier one")
     CHECK(c.pin_dir == "/two");
 }
 
-TEST_CASE("detach takes --pin-dir")
+TEST_CASE("detach takes --pin-dir and --drain-timeout SECONDS, 0 to 3600, default 5")
 {
     CHECK(parsed({"detach"}).verb == "detach");
     CHECK(parsed({"detach"}).pin_dir.empty());
+    CHECK(parsed({"detach"}).drain_timeout_seconds == 5);
+    CHECK(parsed({"detach", "--drain-timeout", "0"}).drain_timeout_seconds == 0);
+    CHECK(parsed({"detach", "--drain-timeout=3600"}).drain_timeout_seconds == 3600);
+    for (const char* bad : {"3601", "-1", "1.5", "5s", "x"}) {
+        CAPTURE(bad);
+        CHECK(usage_error({"detach", "--drain-timeout", bad})
+                  .find("--drain-timeout needs a number of seconds from 0 "
+                        "to 3600") == 0);
+    }
+    CHECK(usage_error({"attach", "--drain-timeout", "1"}).find("unknown option '--drain-timeout' for attach") == 0);
     const auto c = parsed({"detach", "--pin-dir", "/sys/fs/bpf/x"});
     CHECK(c.verb == "detach");
     CHECK(c.pin_dir == "/sys/fs/bpf/x");
@@ -235,7 +245,7 @@ TEST_CASE("check takes no option but --help")
     CHECK(usage_error({"check", "now"}).find("unexpected argument 'now'") == 0);
 }
 
-TEST_CASE("run takes the options of attach and no other")
+TEST_CASE("run takes the options of attach and detach's --drain-timeout, and no other")
 {
     const auto plain = parsed({"run"});
     CHECK(plain.verb == "run");
@@ -247,6 +257,8 @@ TEST_CASE("run takes the options of attach and no other")
     CHECK(c.pin_dir == "/pins");
     CHECK(c.object_file == "o.o");
     CHECK(c.max_sockets == 9);
+    CHECK(c.drain_timeout_seconds == 5);
+    CHECK(parsed({"run", "--drain-timeout", "30"}).drain_timeout_seconds == 30);
     CHECK(usage_error({"run", "--json"}).find("unknown option '--json' for run") == 0);
     CHECK(usage_error({"run", "--pin-dir", "pins"}).find("--pin-dir needs an absolute path") == 0);
     CHECK(usage_error({"run", "--max-sockets", "0"}).find("--max-sockets needs a number") == 0);

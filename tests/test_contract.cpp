@@ -34,11 +34,12 @@ MapRecipe& map_named(ObjectRecipe& recipe, const std::string& name)
 
 // --- the real object ------------------------------------------------------------------------------------------
 
-TEST_CASE("the real object opens into the six maps and the programs sockredir wires together")
+TEST_CASE("the real object opens into its seven maps, the programs sockredir attaches and the two that hand "
+          "sockets back")
 {
     const auto spec = spec_of(real_object());
-    CHECK(spec.maps.size() == 6);
-    CHECK(spec.programs.size() == 4);
+    CHECK(spec.maps.size() == 7);
+    CHECK(spec.programs.size() == 6);
     CHECK(spec.maps.at(SOCKREDIR_MAP_FLOWS).type == BPF_MAP_TYPE_HASH);
     CHECK(spec.maps.at(SOCKREDIR_MAP_LEARNED).type == BPF_MAP_TYPE_LRU_HASH);
     CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_TP).type == BPF_PROG_TYPE_TRACING);
@@ -63,6 +64,15 @@ TEST_CASE("the real object opens into the six maps and the programs sockredir wi
     CHECK(msg.type == BPF_PROG_TYPE_SK_MSG);
     CHECK(msg.attach_type == BPF_SK_MSG_VERDICT);
     CHECK(msg.expected_attach_type == BPF_SK_MSG_VERDICT);
+    const auto& evict = spec.programs.at(SOCKREDIR_PROG_EVICT);
+    CHECK(evict.type == BPF_PROG_TYPE_TRACING);
+    CHECK(evict.expected_attach_type == BPF_TRACE_ITER);
+    CHECK(evict.attach_to == "sockmap");
+    CHECK_FALSE(evict.core_relos.empty()); // the psock, read by CO-RE
+    const auto& unmap = spec.programs.at(SOCKREDIR_PROG_UNMAP);
+    CHECK(unmap.type == BPF_PROG_TYPE_SCHED_CLS);
+    CHECK_FALSE(unmap.core_relos.empty());
+    CHECK(spec.maps.at(SOCKREDIR_MAP_UNMAP_BATCH).value_size == sizeof(sockredir_unmap_batch));
 }
 
 TEST_CASE("the config map starts with draining off and the port selection, set on the spec before load")
@@ -230,4 +240,60 @@ TEST_CASE("an object without the sock_ops or without the sk_msg program is refus
     recipe.programs.pop_back();
     CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
                          doctest::Contains("program 'sockredir_msg': missing (sockredir needs it)"), Error);
+}
+
+TEST_CASE("an object without the eviction programs is sockredir's all the same: they are optional")
+{
+    // The recipe holds the two required programs and the four required maps only.
+    const auto spec = spec_of(ObjectRecipe{}.build());
+    CHECK_FALSE(spec.programs.contains(SOCKREDIR_PROG_EVICT));
+    CHECK_FALSE(spec.programs.contains(SOCKREDIR_PROG_UNMAP));
+    CHECK(std::string(without_program(SOCKREDIR_PROG_EVICT)).find(SOCKREDIR_PROG_UNMAP) != std::string::npos);
+    CHECK(std::string(without_program(SOCKREDIR_PROG_UNMAP)).find("keep the sockmap path") != std::string::npos);
+    CHECK(without_program(SOCKREDIR_PROG_MSG) == nullptr);
+    CHECK(optional_programs() == std::vector<std::string>{SOCKREDIR_PROG_EVICT, SOCKREDIR_PROG_UNMAP});
+}
+
+TEST_CASE("the eviction iterator must iterate a sockmap, and the unmap program needs its batch map")
+{
+    ObjectRecipe recipe;
+    recipe.programs.push_back({"iter/task", SOCKREDIR_PROG_EVICT, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("program 'sockredir_evict' (section 'iter/task'): sockredir needs it on "
+                                           "'sockmap' as an iterator"),
+                         Error);
+    recipe = ObjectRecipe{};
+    recipe.programs.push_back({"sk_msg", SOCKREDIR_PROG_UNMAP, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("program 'sockredir_unmap' (section 'sk_msg'): type BPF_PROG_TYPE_SK_MSG, "
+                                           "sockredir needs BPF_PROG_TYPE_SCHED_CLS"),
+                         Error);
+    recipe = ObjectRecipe{};
+    recipe.programs.push_back({"tc", SOCKREDIR_PROG_UNMAP, {SOCKREDIR_MAP_SOCKS}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()),
+                         doctest::Contains("map 'unmap_batch': missing (program 'sockredir_unmap' needs it)"), Error);
+    recipe.maps.push_back({SOCKREDIR_MAP_UNMAP_BATCH, {BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), 8, 1, 0}});
+    CHECK_THROWS_WITH_AS(spec_of(recipe.build()), doctest::Contains("map 'unmap_batch': value size 8, expected"),
+                         Error);
+}
+
+TEST_CASE("attach loads the programs it attaches (the observers among them) and their six maps; the eviction "
+          "programs are detach's")
+{
+    const auto attached = spec_of(real_object()).subset(attached_programs());
+    CHECK(attached.programs.size() == 4);
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_SOCKOPS));
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_MSG));
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_OBSERVE_TP));
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_OBSERVE_FEXIT));
+    CHECK(attached.maps.size() == 6);
+    CHECK_FALSE(attached.maps.contains(SOCKREDIR_MAP_UNMAP_BATCH));
+    // The config map keeps the initial value sockredir_spec set.
+    CHECK(attached.maps.at(SOCKREDIR_MAP_CONFIG).contents.size() == 1);
+
+    const auto evict = spec_of(real_object()).subset(optional_programs());
+    CHECK(evict.programs.size() == 2);
+    CHECK(evict.maps.size() == 2); // the sockhash (the pinned one, at detach) and the batch
+    CHECK(evict.maps.contains(SOCKREDIR_MAP_SOCKS));
+    CHECK(evict.maps.contains(SOCKREDIR_MAP_UNMAP_BATCH));
 }

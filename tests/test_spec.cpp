@@ -89,10 +89,12 @@ TEST_CASE("a program in a section the loader does not know is refused by name")
 {
     ObjectRecipe recipe;
     recipe.programs.push_back({"xdp", "xdp_prog", {}});
-    CHECK_THROWS_WITH_AS(open_object(recipe.build()),
-                         doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
-                                           "support (sections: sockops, sk_msg, tp_btf/NAME, fentry/NAME, fexit/NAME)"),
-                         Error);
+    CHECK_THROWS_WITH_AS(
+        open_object(recipe.build()),
+        doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
+                          "support (sections: sockops, sk_msg, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
+                          "iter/NAME)"),
+        Error);
 }
 
 TEST_CASE("a map type the loader cannot create from a definition alone is refused by name")
@@ -173,9 +175,10 @@ TEST_CASE("a program load that fails once loads on the retry")
 {
     test::FakeKernel kernel;
     kernel.transient_failures = 1;
-    const auto spec = open_object(real_object());
-    const auto c = load_collection(spec);
-    CHECK(c.programs.size() == spec.programs.size());
+    // sock_ops and sk_msg (their CO-RE resolves against this host's kernel BTF).
+    const std::vector<std::string> names{"sockredir_sockops", "sockredir_msg"};
+    const auto c = load_collection(open_object(real_object()).subset(names));
+    CHECK(c.programs.size() == 2);
 }
 
 // --- minimal BTF -------------------------------------------------------------------------------------------------

@@ -222,6 +222,23 @@ sockredir-min status | grep -q '^not attached' || fail "status after detach does
 step "plain TCP after detach"
 sockredir-vm-peer --mib 8 --expect tcp || fail "the transfer after detach did not take TCP"
 
+# Long-lived connections through a detach: each handed back to TCP (out of the sockhash, no EAGAIN from a blocking
+# reader), no program or map left while they live, every byte intact. Once by the iterator, once by the unmap program.
+step "a pool of 8 connections survives detach, handed back by the iterator"
+sockredir-min attach >/dev/null || fail "attach for the pool failed"
+sockredir-vm-peer --pool 8 --detach /sbin/sockredir-min >/tmp/pool.log 2>&1
+pool_rc=$?
+cat /tmp/pool.log
+[ "$pool_rc" -eq 0 ] || fail "the pool did not survive the detach by the iterator"
+grep -q '(sockredir_evict)' /tmp/pool.log || fail "detach did not hand the pool back with sockredir_evict"
+step "a pool of 4 connections survives detach, handed back by the unmap program"
+sockredir-min attach >/dev/null || fail "attach for the pool failed"
+SOCKREDIR_TEST_EVICT_WITH=sockredir_unmap sockredir-vm-peer --pool 4 --detach /sbin/sockredir-min >/tmp/pool.log 2>&1
+pool_rc=$?
+cat /tmp/pool.log
+[ "$pool_rc" -eq 0 ] || fail "the pool did not survive the detach by the unmap program"
+grep -q '(sockredir_unmap)' /tmp/pool.log || fail "detach did not hand the pool back with sockredir_unmap"
+
 if [ -x /bin/sockredir-vm-trace ]; then
     step "tracing on the receive path: tp_btf and fexit, CO-RE against this kernel's BTF"
     mkdir -p /sys/fs/bpf/trace

@@ -52,23 +52,33 @@ void detach_link(const std::string& dir)
     sys::link_detach(link.get());
 }
 
-// The detach steps for one directory of pins, published or staging.
-void take_down(const std::string& dir)
+// The detach steps for one directory of pins, published or staging. The order matters: draining first, so that no
+// message is redirected any more; the link next, so that no socket enters the map any more; then the sockets go
+// back to TCP, each once its redirected data is read; the pins last.
+EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout, std::span<const std::byte> object)
 {
+    Eviction eviction(dir, object); // loaded while the programs still redirect: no time taken from the drain
     set_draining(dir);
+    const auto drained_at = std::chrono::steady_clock::now();
     step_done("drain");
     detach_link(dir);
     step_done("detach_sockops");
+    const auto evicted = eviction.run(drained_at, timeout);
+    step_done("evict");
     ebpf::unpin_dir(dir);
     step_done("unpin");
+    return evicted;
 }
 
+// Taking down on the way to an attach waits for no reader: one run of the eviction, and what is left stays.
+constexpr std::chrono::milliseconds kNoWait{0};
+
 // Pins left behind by an attach that was killed before it published them.
-int clean_stale_staging(const PinDir& p)
+int clean_stale_staging(const PinDir& p, std::chrono::milliseconds timeout, std::span<const std::byte> object)
 {
     const auto stale = p.stale_staging();
     for (const auto& dir : stale)
-        take_down(dir);
+        take_down(dir, timeout, object);
     return static_cast<int>(stale.size());
 }
 
@@ -103,8 +113,10 @@ AttachResult attach(const AttachOptions& options)
 {
     const PinDir p(options.pin_dir);
     // Parse and check before touching the system: a bad object changes nothing.
+    // The eviction programs are detach's, loaded then: attach loads what it attaches.
     const ebpf::CollectionSpec spec =
-        sockredir_spec(options.object, {options.max_sockets, options.max_inflight, options.ports});
+        sockredir_spec(options.object, {options.max_sockets, options.max_inflight, options.ports})
+            .subset(attached_programs());
     step_done("plan");
 
     AttachResult result;
@@ -120,7 +132,7 @@ AttachResult attach(const AttachOptions& options)
     ebpf::ensure_bpffs(p.path(), true);
 
     ebpf::DirLock lock(p.parent());
-    clean_stale_staging(p);
+    clean_stale_staging(p, kNoWait, options.object);
 
     switch (decide_attach(read_attachment(p.path()), cgroup_id_of(result.cgroup))) {
     case AttachDecision::AlreadyAttached:
@@ -130,7 +142,7 @@ AttachResult attach(const AttachOptions& options)
         throw Error("already attached to another cgroup (pins in " + p.path() + "); run detach first");
     case AttachDecision::TakeDownFirst:
         // A pin dir without a live link is not ours to trust: take it down first.
-        take_down(p.path());
+        take_down(p.path(), kNoWait, options.object);
         break;
     case AttachDecision::Attach:
         break;
@@ -169,6 +181,11 @@ AttachResult attach(const AttachOptions& options)
     }
     kernel_btf.reset();
     step_done("programs");
+    // Both eviction programs read the psock by CO-RE: without the kernel's BTF neither loads (an access(2) here;
+    // detach tells the rest).
+    if (::access(ebpf::kKernelBtfPath, R_OK) != 0)
+        result.no_evict = std::string("this kernel has no BTF, ") + ebpf::kKernelBtfPath +
+                          ", which the programs that hand them back to TCP need";
 
     const std::string staging = p.staging(::getpid());
     if (::mkdir(staging.c_str(), 0700) != 0)
@@ -208,7 +225,7 @@ AttachResult attach(const AttachOptions& options)
         step_done("publish");
     } catch (...) {
         try {
-            take_down(staging);
+            take_down(staging, kNoWait, options.object);
         } catch (...) {
             // The next attach or detach finds the staging dir and retries.
         }
@@ -248,7 +265,7 @@ PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports)
     return result;
 }
 
-DetachResult detach(const std::string& pin_dir)
+DetachResult detach(const std::string& pin_dir, const DetachOptions& options)
 {
     const PinDir p(pin_dir);
     DetachResult result;
@@ -256,10 +273,10 @@ DetachResult detach(const std::string& pin_dir)
     if (!ebpf::is_bpffs(p.parent()))
         return result; // nothing can be pinned there: nothing attached
     ebpf::DirLock lock(p.parent());
-    result.cleaned_stale = clean_stale_staging(p);
+    result.cleaned_stale = clean_stale_staging(p, options.timeout, options.object);
     if (!ebpf::pin_exists(p.path()))
         return result;
-    take_down(p.path());
+    result.evict = take_down(p.path(), options.timeout, options.object);
     result.outcome = DetachOutcome::Detached;
     return result;
 }

@@ -1,11 +1,13 @@
 // The attach and detach sequences: named steps from plan to published pins, each one interruptible.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
 
+#include "loader/app/evict.hpp"
 #include "loader/app/ports.hpp"
 
 namespace sockredir::app {
@@ -29,20 +31,36 @@ struct AttachResult {
     // connection is redirected, and the CLI says so.
     std::string observer;
     std::string no_observer_reason;
+    // Why a detach will leave connections on the sockmap path until they close (this kernel has no BTF); empty when
+    // it can hand them back, as far as attach can tell without loading the eviction programs.
+    std::string no_evict;
 };
 
 AttachResult attach(const AttachOptions& options);
 
 enum class DetachOutcome { Detached, NotAttached };
 
+struct DetachOptions {
+    // How long to wait for sockets with unread redirected data to be read before leaving them in the map.
+    std::chrono::milliseconds timeout = kDefaultDrainTimeout;
+    // The build of bpf/sockredir.bpf.c whose eviction programs hand the sockets back; empty: the embedded one.
+    std::span<const std::byte> object = {};
+};
+
 struct DetachResult {
     DetachOutcome outcome = DetachOutcome::NotAttached;
     std::string pin_dir;
     // Stale pins of an interrupted attach that were removed on the way.
     int cleaned_stale = 0;
+    // The hand-back of the attachment's sockets to TCP.
+    EvictResult evict;
 };
 
-DetachResult detach(const std::string& pin_dir);
+// Sets the draining flag (every later message goes by TCP), detaches the cgroup link (no socket enters the map
+// any more), hands every socket of the map back to TCP once nothing redirected to it is unread, with eviction
+// programs it loads for that (evict.hpp), then removes the pins. Sockets still holding unread data at the timeout stay
+// in the map with it: the result says how many; detach succeeds all the same.
+DetachResult detach(const std::string& pin_dir, const DetachOptions& options = {});
 
 enum class PortsOutcome { Changed, Unchanged, NotAttached };
 
@@ -60,7 +78,7 @@ PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports);
 
 // Test hook: when the environment variable SOCKREDIR_TEST_KILL_AFTER names a
 // step ("maps", "programs", "pin", "attach_msg", "attach_sockops",
-// "publish", "drain", "detach_sockops", "unpin"), the process kills
+// "publish", "drain", "detach_sockops", "evict", "unpin"), the process kills
 // itself with SIGKILL right after that step. For crash-safety tests only.
 void step_done(const char* step);
 

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "bpf/sockredir_shared.h"
+#include "loader/app/contract.hpp"
 #include "loader/base/file.hpp"
 #include "loader/ebpf/features.hpp"
 #include "loader/ebpf/insn.hpp"
@@ -145,6 +146,8 @@ const char* tracing_kind(uint32_t expected_attach_type)
         return "fentry";
     case BPF_TRACE_FEXIT:
         return "fexit";
+    case BPF_TRACE_ITER:
+        return "iter";
     default:
         return "tracing";
     }
@@ -237,9 +240,8 @@ bool has_cap(const __user_cap_data_struct (&data)[2], int cap)
     return (data[cap / 32].effective & (1U << (cap % 32))) != 0;
 }
 
-} // namespace
-
-std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
+// What the programs of `spec` that `include` selects ask of the kernel, with the maps and the cgroup link.
+template <typename Include> std::vector<Requirement> requirements_of(const ebpf::CollectionSpec& spec, Include include)
 {
     std::vector<Requirement> out;
     const auto add = [&](Requirement r) {
@@ -251,7 +253,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     std::vector<uint32_t> prog_types;
     // A tracing program is probed whole, on its target (below): its type and helpers cannot be asked without one.
     for (const auto& p : spec.programs)
-        if (p.type != BPF_PROG_TYPE_TRACING &&
+        if (include(p) && p.type != BPF_PROG_TYPE_TRACING &&
             std::find(prog_types.begin(), prog_types.end(), p.type) == prog_types.end())
             prog_types.push_back(p.type);
 
@@ -270,7 +272,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     for (auto type : prog_types) {
         std::vector<uint32_t> ids;
         for (const auto& p : spec.programs)
-            if (p.type == type)
+            if (include(p) && p.type == type)
                 for (auto id : ebpf::insn::helper_calls(p.insns))
                     ids.push_back(id);
         std::sort(ids.begin(), ids.end());
@@ -286,9 +288,7 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     // Tracing programs attach by kernel BTF id: the kernel's BTF, then each kind on its target. sockredir's
     // receive-path observers are alternatives (attach takes the first that loads), probed beyond the object.
     for (const auto& p : spec.programs) {
-        if (p.type != BPF_PROG_TYPE_TRACING ||
-            std::find(std::begin(kObserverPrograms), std::end(kObserverPrograms), p.name) !=
-                std::end(kObserverPrograms))
+        if (!include(p) || p.type != BPF_PROG_TYPE_TRACING)
             continue;
         add({kKernelBtfName, Requirement::Probe::KernelBtf, 0, 0, {}, {}});
         add({std::string(tracing_kind(p.expected_attach_type)) + " program on " + p.attach_to,
@@ -310,6 +310,34 @@ std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
     else
         add({kLinkName, Requirement::Probe::CgroupLink, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, {}, {}});
     return out;
+}
+
+bool has_requirement(const std::vector<Requirement>& list, const std::string& name)
+{
+    return std::any_of(list.begin(), list.end(), [&](const Requirement& r) { return r.name == name; });
+}
+
+} // namespace
+
+std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec)
+{
+    auto all = requirements_of(spec, [](const ebpf::ProgramSpec&) { return true; });
+    const auto needed =
+        requirements_of(spec, [](const ebpf::ProgramSpec& p) { return without_program(p.name) == nullptr; });
+    // What only optional programs ask is optional, and says what goes without it.
+    for (auto& r : all) {
+        if (has_requirement(needed, r.name))
+            continue;
+        for (const auto& p : spec.programs) {
+            const char* without = without_program(p.name);
+            if (without != nullptr &&
+                has_requirement(requirements_of(spec, [&](const ebpf::ProgramSpec& q) { return &q == &p; }), r.name)) {
+                r.optional = without;
+                break;
+            }
+        }
+    }
+    return all;
 }
 
 Privileges current_privileges()
@@ -339,9 +367,29 @@ ProbeReport probe_kernel(std::span<const std::byte> object)
     return probe_kernel(object, current_privileges());
 }
 
+namespace {
+
+ProbeReport probe(std::span<const std::byte> object, const Privileges& privileges, bool with_optional);
+
+} // namespace
+
 ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& privileges)
 {
-    const auto requirements = kernel_requirements(ebpf::open_object(object));
+    return probe(object, privileges, true);
+}
+
+ProbeReport probe_for_verdict(std::span<const std::byte> object)
+{
+    return probe(object, current_privileges(), false);
+}
+
+namespace {
+
+ProbeReport probe(std::span<const std::byte> object, const Privileges& privileges, bool with_optional)
+{
+    auto requirements = kernel_requirements(ebpf::open_object(object));
+    if (!with_optional)
+        std::erase_if(requirements, [](const Requirement& r) { return !r.optional.empty(); });
     ProbeReport report;
     utsname u{};
     if (::uname(&u) == 0)
@@ -371,13 +419,17 @@ ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& pr
         }
     }
     KernelBtf kernel;
-    for (const auto& r : requirements)
+    for (const auto& r : requirements) {
         f.push_back(blocked ? not_probed(r.name, *blocked) : run(r, f, kernel));
+        f.back().optional = r.optional;
+    }
     f.push_back(cgroup2_feature());
     f.push_back(bpffs_feature());
 
     return report;
 }
+
+} // namespace
 
 void probe_beyond(ProbeReport& report)
 {
@@ -441,7 +493,7 @@ bool can_run(const ProbeReport& report)
     if (report.features.empty())
         return false;
     for (const auto& f : report.features)
-        if (f.state != FeatureState::Ok)
+        if (f.state != FeatureState::Ok && f.optional.empty())
             return false;
     return true;
 }
@@ -453,7 +505,7 @@ std::string verdict(const ProbeReport& report)
     std::string names;
     std::vector<std::string> hints; // each part of each hint ("Linux 4.17+", the build options) once, in order
     for (const auto& f : report.features) {
-        if (f.state != FeatureState::Missing)
+        if (f.state != FeatureState::Missing || !f.optional.empty())
             continue;
         names += (names.empty() ? "" : ", ") + f.name;
         std::string_view rest = f.hint;
@@ -477,7 +529,10 @@ namespace {
 
 std::string format_line(const Feature& f, const char* missing_word)
 {
-    const char* state = f.state == FeatureState::Ok ? "ok" : f.state == FeatureState::Missing ? missing_word : "-";
+    // An optional feature is not missing for the verdict: "no", and what goes without it.
+    const char* state = f.state == FeatureState::Ok        ? "ok"
+                        : f.state == FeatureState::Missing ? (f.optional.empty() ? missing_word : "no")
+                                                           : "-";
     std::string line = f.name;
     line.resize(std::max<size_t>(line.size() + 1, 44), ' ');
     line += state;
@@ -485,6 +540,8 @@ std::string format_line(const Feature& f, const char* missing_word)
         line += " not probed: " + f.detail;
     else if (!f.detail.empty())
         line += ": " + f.detail;
+    if (f.state != FeatureState::Ok && !f.optional.empty())
+        line += " (optional: " + f.optional + ")";
     return line + "\n";
 }
 

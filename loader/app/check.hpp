@@ -26,6 +26,9 @@ struct Feature {
     FeatureState state = FeatureState::NotProbed;
     std::string detail; // what the probe saw: "mounted at /sys/fs/bpf", the verifier's reason, "needs X", ...
     std::string hint;   // Missing only: what provides it ("Linux 4.17+; ...", the privileges sockredir needs, ...)
+    // Needed only by a program sockredir works without (contract.hpp): what is lost without it. Such a feature is
+    // reported but never part of the verdict. Empty: needed.
+    std::string optional = {};
 };
 
 struct ProbeReport {
@@ -45,13 +48,15 @@ struct Requirement {
     uint32_t arg = 0;  // the helper id (Helper), the attach type (CgroupLink) or expected attach type (Tracing)
     std::vector<std::string> needs;
     std::string target = {}; // Tracing: the function or tracepoint it attaches to
+    // Asked only by programs sockredir works without: what is lost without it (Feature::optional). Empty: needed.
+    std::string optional = {};
 };
 
 // What the object asks of the kernel, in report order: each program type, BTF loading when a map needs BTF, each
 // map type, each helper called (BPF_JMP | BPF_CALL with src_reg 0) in each program type that calls it, and cgroup
 // links for the program attach links to the cgroup, and for each tracing program the kernel's BTF and that program
 // on its target. Nothing here is written by hand: a new helper call in bpf/ is a
-// new requirement.
+// new requirement. What only the optional programs ask (contract.hpp) is marked optional.
 std::vector<Requirement> kernel_requirements(const ebpf::CollectionSpec& spec);
 
 // What capget(2) says of this process.
@@ -68,6 +73,9 @@ Privileges current_privileges();
 ProbeReport probe_kernel(std::span<const std::byte> object);
 // The same with the privileges given, not asked of the kernel (tests).
 ProbeReport probe_kernel(std::span<const std::byte> object, const Privileges& privileges);
+// Only what the verdict rests on: no optional requirement (attach's verdict; the kernel BTF that the optional
+// tracing programs would make it read is 30 MB of memory, more than a tight memory cgroup grants).
+ProbeReport probe_for_verdict(std::span<const std::byte> object);
 // Fills report.extras: what the kernel offers beyond the object (its BTF; tp_btf, fentry and fexit on the receive
 // path). The check command's alone: it reads the kernel's BTF (5 MB), which attach's verdict must not pay for.
 void probe_beyond(ProbeReport& report);

@@ -42,7 +42,7 @@ AttachResult attach_or_verdict(const AttachOptions& options)
 {
     const auto refuse_unless_capable = [&] {
         // What this object needs: its program types, map types and helpers.
-        const auto report = probe_kernel(options.object);
+        const auto report = probe_for_verdict(options.object);
         if (!can_run(report))
             throw Error(verdict(report) + "; see sockredir-min check");
     };

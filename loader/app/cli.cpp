@@ -95,6 +95,15 @@ std::string set_sample(Command& c, std::string_view v)
     return {};
 }
 
+std::string set_drain_timeout(Command& c, std::string_view v)
+{
+    const auto n = parse_decimal(v);
+    if (!n || *n > kMaxDrainTimeoutSeconds)
+        return "--drain-timeout needs a number of seconds from 0 to " + std::to_string(kMaxDrainTimeoutSeconds);
+    c.drain_timeout_seconds = *n;
+    return {};
+}
+
 // ports' argument: a list, or "all" for every port (c.ports stays empty).
 std::string set_selection(Command& c, std::string_view v)
 {
@@ -112,13 +121,16 @@ static_assert(std::string_view(kDefaultPinDir) == "/sys/fs/bpf/sockredir");
 static_assert(kMaxSockets == 16777216 && SOCKREDIR_DEFAULT_MAX_SOCKETS == 65536);
 static_assert(kMaxSampleSeconds == 3600);
 static_assert(kMinInflight == 65536 && kMaxInflight == 1073741824);
+static_assert(kDefaultDrainTimeout.count() == 5 && kMaxDrainTimeoutSeconds == 3600);
 
 constexpr OptionSpec kCgroupOption{"--cgroup", "DIR", "the cgroup2 directory to attach to (default: the cgroup2 root)",
                                    set_cgroup};
 constexpr OptionSpec kPinDirOption{"--pin-dir", "DIR",
                                    "where the pins are, an absolute path (default /sys/fs/bpf/sockredir)", set_pin_dir};
 constexpr OptionSpec kObjectOption{"--object", "FILE",
-                                   "load this build of bpf/sockredir.bpf.c instead of the embedded one", set_object};
+                                   "load this build of bpf/sockredir.bpf.c instead of the embedded one (detach: its "
+                                   "programs that hand connections back to TCP)",
+                                   set_object};
 constexpr OptionSpec kMaxSocketsOption{
     "--max-sockets", "N", "how many sockets the sockhash holds, 1 to 16777216 (default 65536)", set_max_sockets};
 constexpr OptionSpec kMaxInflightOption{
@@ -131,6 +143,11 @@ constexpr OptionSpec kPortsOption{"--ports", "LIST",
                                   "6379,5432,8000-8100); default: every same-host connection",
                                   set_port_list};
 constexpr OptionSpec kJsonOption{"--json", "", "print one JSON object, for machines", set_json};
+constexpr OptionSpec kDrainTimeoutOption{
+    "--drain-timeout", "SECONDS",
+    "how long detach waits for connections with unread redirected data to be read before it leaves them in the "
+    "map, 0 to 3600 (default 5)",
+    set_drain_timeout};
 constexpr OptionSpec kSampleOption{"--sample", "SECONDS",
                                    "measure the programs' runs and run time over SECONDS, 1 to 3600", set_sample};
 
@@ -170,18 +187,37 @@ int do_attach(const Command& c)
                      "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
                      "stays on TCP\n",
                      r.no_observer_reason.c_str());
+    if (!r.no_evict.empty())
+        std::printf("%s\n", no_evict_note(r.no_evict).c_str());
     return kExitOk;
+}
+
+// The detach options of a command; `file` keeps an --object file's bytes alive (empty: the embedded object).
+DetachOptions detach_options(const Command& c, const std::vector<std::byte>& file)
+{
+    DetachOptions o;
+    o.timeout = std::chrono::seconds(c.drain_timeout_seconds);
+    o.object = file;
+    return o;
 }
 
 int do_detach(const Command& c)
 {
-    const auto r = detach(c.pin_dir);
+    std::vector<std::byte> file;
+    if (!c.object_file.empty())
+        file = read_file_bytes(c.object_file);
+    const auto options = detach_options(c, file);
+    const auto r = detach(c.pin_dir, options);
     if (r.cleaned_stale > 0)
         std::printf("removed %d stale set(s) of pins left by an interrupted attach\n", r.cleaned_stale);
     if (r.outcome == DetachOutcome::Detached)
-        std::printf("detached (removed %s)\n", r.pin_dir.c_str());
+        std::printf("detached (removed %s)%s\n", r.pin_dir.c_str(), evict_summary(r.evict).c_str());
     else
         std::printf("not attached (no pins in %s); nothing to do\n", r.pin_dir.c_str());
+    if (const auto failure = evict_failure(r.evict, options.timeout); !failure.empty()) {
+        std::fflush(stdout);
+        throw Error(failure);
+    }
     return kExitOk;
 }
 
@@ -217,7 +253,8 @@ int do_check(const Command& c)
 int do_run(const Command& c)
 {
     std::vector<std::byte> file;
-    run_foreground(attach_options(c, file));
+    const auto attach = attach_options(c, file);
+    run_foreground(attach, detach_options(c, file));
     return kExitOk;
 }
 
@@ -254,6 +291,10 @@ int do_version(const Command&)
 
 constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
                                                 &kPortsOption, &kMaxInflightOption};
+constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption, &kPinDirOption,      &kObjectOption,
+                                             &kMaxSocketsOption, &kPortsOption, &kMaxInflightOption,
+                                             &kDrainTimeoutOption};
+constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kObjectOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
 constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};
@@ -266,8 +307,9 @@ constexpr CommandSpec kCommands[] = {
      .options = kAttachOptions,
      .handler = do_attach},
     {.name = "detach",
-     .summary = "stop redirecting and remove everything attach created",
-     .options = kPinDirOnly,
+     .summary = "stop redirecting, hand every connection back to TCP once its redirected data is read, and remove "
+                "everything attach created",
+     .options = kDetachOptions,
      .handler = do_detach},
     {.name = "status",
      .summary = "show whether it is attached, ids, sockets in the map and counters",
@@ -279,7 +321,7 @@ constexpr CommandSpec kCommands[] = {
      .handler = do_check},
     {.name = "run",
      .summary = "attach, stay in the foreground until SIGTERM or SIGINT, then detach",
-     .options = kAttachOptions,
+     .options = kRunOptions,
      .handler = do_run},
     {.name = "ports",
      .summary = "change the port selection of the attachment, live: connections established from now on follow it, "

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "loader/app/evict.hpp"
 #include "loader/app/ports.hpp"
 
 namespace sockredir::app {
@@ -23,6 +24,9 @@ struct Command {
     PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
     bool json = false;
     unsigned sample_seconds = 0; // status --sample, 1 to kMaxSampleSeconds; 0: no sampling
+    // detach, run --drain-timeout: how long the detach waits for unread redirected data to be read, 0 to
+    // kMaxDrainTimeoutSeconds.
+    unsigned drain_timeout_seconds = kDefaultDrainTimeout.count();
 };
 
 inline constexpr unsigned kMaxSampleSeconds = 3600;

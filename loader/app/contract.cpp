@@ -16,6 +16,8 @@ using base::Error;
 static_assert(SOCKREDIR_AF_INET == AF_INET, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
 static_assert(SOCKREDIR_AF_INET6 == AF_INET6, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
 static_assert(sizeof(sockredir_key) == 48, "the key must have no padding");
+static_assert(sizeof(sockredir_unmap_batch) == 8 + SOCKREDIR_UNMAP_BATCH * (48 + 4), "the batch has no padding");
+static_assert(sizeof(sockredir_evict_record) == 56, "an iterator record has no padding");
 
 namespace {
 
@@ -26,6 +28,7 @@ struct MapShape {
     uint32_t value_size;
     uint32_t min_entries;
     uint32_t flags;
+    bool optional = false; // used by an optional program alone: checked when there
 };
 
 // What the loader and the programs agree on; bpf/sockredir_shared.h is the source.
@@ -36,24 +39,62 @@ constexpr MapShape kMapShapes[] = {
     {SOCKREDIR_MAP_SOCK_STATE, BPF_MAP_TYPE_SK_STORAGE, sizeof(int), sizeof(sockredir_sock), 0, BPF_F_NO_PREALLOC},
     {SOCKREDIR_MAP_FLOWS, BPF_MAP_TYPE_HASH, sizeof(sockredir_key), sizeof(sockredir_flow), 1, BPF_F_NO_PREALLOC},
     {SOCKREDIR_MAP_LEARNED, BPF_MAP_TYPE_LRU_HASH, sizeof(sockredir_learn_key), sizeof(uint32_t), 1, 0},
+    {SOCKREDIR_MAP_UNMAP_BATCH, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(sockredir_unmap_batch), 1, 0, true},
 };
+
+// Who loads a program: attach (and keeps it), or detach (to hand the sockets back to TCP).
+enum class Role { Attach, Detach };
 
 struct ProgramShape {
     const char* name;
     uint32_t type;
+    uint32_t expected_attach_type;
+    const char* attach_to; // tracing programs: the target in the section name; nullptr: none
+    // Programs sockredir works without: what it cannot do without them; nullptr: required.
+    const char* without;
+    Role role;
 };
 
-// The programs attach wires up: sock_ops to the cgroup, sk_msg to the sockhash, an observer to the receive path.
-struct ProgramRole {
-    ProgramShape shape;
-    bool required;
+// The programs attach wires up: sock_ops to the cgroup, sk_msg to the sockhash, the first receive-path observer
+// that loads to its tracepoint or function; and the two detach runs to hand the sockets of the sockhash back to TCP
+// (evict.hpp). sockredir works without the observers (then nothing is redirected) and the eviction programs.
+constexpr ProgramShape kProgramShapes[] = {
+    {SOCKREDIR_PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS, 0, nullptr, nullptr, Role::Attach},
+    {SOCKREDIR_PROG_MSG, BPF_PROG_TYPE_SK_MSG, 0, nullptr, nullptr, Role::Attach},
+    {SOCKREDIR_PROG_OBSERVE_TP, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, "sock_recv_length",
+     "attach observes readers with " SOCKREDIR_PROG_OBSERVE_FEXIT " instead", Role::Attach},
+    {SOCKREDIR_PROG_OBSERVE_FEXIT, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, "sock_recvmsg",
+     "needed only where " SOCKREDIR_PROG_OBSERVE_TP " does not load; without both, no connection is redirected",
+     Role::Attach},
+    {SOCKREDIR_PROG_EVICT, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, "sockmap",
+     "detach hands connections back to TCP with " SOCKREDIR_PROG_UNMAP " instead", Role::Detach},
+    {SOCKREDIR_PROG_UNMAP, BPF_PROG_TYPE_SCHED_CLS, 0, nullptr,
+     "needed only where " SOCKREDIR_PROG_EVICT " does not load; without both, connections keep the sockmap path "
+     "after detach until they close",
+     Role::Detach},
 };
-constexpr ProgramRole kPrograms[] = {
-    {{SOCKREDIR_PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS}, true},
-    {{SOCKREDIR_PROG_MSG, BPF_PROG_TYPE_SK_MSG}, true},
-    {{SOCKREDIR_PROG_OBSERVE_TP, BPF_PROG_TYPE_TRACING}, false},
-    {{SOCKREDIR_PROG_OBSERVE_FEXIT, BPF_PROG_TYPE_TRACING}, false},
-};
+
+std::string known_programs()
+{
+    std::string names;
+    for (const auto& shape : kProgramShapes)
+        names += (names.empty() ? "" : ", ") + std::string(shape.name);
+    return names;
+}
+
+void check_program(const ebpf::ProgramSpec& p, const ProgramShape& shape)
+{
+    const auto what = "program '" + p.name + "' (section '" + p.section + "')";
+    if (p.type != shape.type)
+        throw Error(what + ": type " + ebpf::prog_type_name(p.type) + ", sockredir needs " +
+                    ebpf::prog_type_name(shape.type));
+    if (shape.attach_to != nullptr &&
+        (p.expected_attach_type != shape.expected_attach_type || p.attach_to != shape.attach_to))
+        throw Error(what + ": sockredir needs it on '" + shape.attach_to + "' as " +
+                    (shape.expected_attach_type == BPF_TRACE_ITER   ? "an iterator"
+                     : shape.expected_attach_type == BPF_TRACE_FEXIT ? "fexit"
+                                                                     : "tp_btf"));
+}
 
 void check_map(const ebpf::MapSpec& m, const MapShape& shape)
 {
@@ -81,31 +122,57 @@ void check_contract(const ebpf::CollectionSpec& spec)
 {
     for (const auto& shape : kMapShapes) {
         const ebpf::MapSpec* m = spec.maps.find(shape.name);
+        if (m == nullptr && shape.optional)
+            continue;
         if (m == nullptr)
             throw Error(std::string("map '") + shape.name + "': missing (sockredir needs it)");
         check_map(*m, shape);
     }
-    for (const auto& role : kPrograms) {
-        const auto& shape = role.shape;
+    for (const auto& shape : kProgramShapes) {
         const ebpf::ProgramSpec* p = spec.programs.find(shape.name);
-        if (p == nullptr) {
-            if (role.required)
-                throw Error(std::string("program '") + shape.name + "': missing (sockredir needs it)");
+        if (p == nullptr && shape.without != nullptr)
             continue;
-        }
-        if (p->type != shape.type)
-            throw Error("program '" + p->name + "' (section '" + p->section + "'): type " +
-                        ebpf::prog_type_name(p->type) + ", sockredir needs " + ebpf::prog_type_name(shape.type));
+        if (p == nullptr)
+            throw Error(std::string("program '") + shape.name + "': missing (sockredir needs it)");
+        check_program(*p, shape);
     }
     for (const auto& p : spec.programs) {
         bool known = false;
-        for (const auto& role : kPrograms)
-            known = known || p.name == role.shape.name;
+        for (const auto& shape : kProgramShapes)
+            known = known || p.name == shape.name;
         if (!known)
             throw Error("program '" + p.name + "' (section '" + p.section + "'): not one sockredir attaches (" +
-                        SOCKREDIR_PROG_SOCKOPS + ", " + SOCKREDIR_PROG_MSG + ", " + SOCKREDIR_PROG_OBSERVE_TP +
-                        ", " + SOCKREDIR_PROG_OBSERVE_FEXIT + ")");
+                        known_programs() + ")");
     }
+    if (spec.programs.contains(SOCKREDIR_PROG_UNMAP) && !spec.maps.contains(SOCKREDIR_MAP_UNMAP_BATCH))
+        throw Error(std::string("map '") + SOCKREDIR_MAP_UNMAP_BATCH + "': missing (program '" + SOCKREDIR_PROG_UNMAP +
+                    "' needs it)");
+}
+
+const char* without_program(std::string_view name)
+{
+    for (const auto& shape : kProgramShapes)
+        if (name == shape.name)
+            return shape.without;
+    return nullptr;
+}
+
+std::vector<std::string> attached_programs()
+{
+    std::vector<std::string> names;
+    for (const auto& shape : kProgramShapes)
+        if (shape.role == Role::Attach)
+            names.emplace_back(shape.name);
+    return names;
+}
+
+std::vector<std::string> optional_programs()
+{
+    std::vector<std::string> names;
+    for (const auto& shape : kProgramShapes)
+        if (shape.role == Role::Detach)
+            names.emplace_back(shape.name);
+    return names;
 }
 
 uint64_t default_max_inflight()

@@ -4,6 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "bpf/sockredir_shared.h"
 #include "loader/app/ports.hpp"
@@ -27,13 +30,24 @@ struct ObjectOptions {
 
 // Refuses, naming the map or program, an object without the maps and programs sockredir relies on in the shapes
 // bpf/sockredir_shared.h gives them, or with a program sockredir would not know how to attach. Other maps may be
-// there: the loader creates them as they are.
+// there: the loader creates them as they are. The eviction iterator (SOCKREDIR_PROG_EVICT) may be missing; when
+// there, it must be an iterator over a sockmap.
 void check_contract(const ebpf::CollectionSpec& spec);
 
 // The programs attach needs, and the receive-path observers it tries in this order: the first that loads and
 // attaches proves readers compatible; without one no connection is redirected (every direction stays on TCP).
 inline constexpr const char* kRequiredPrograms[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG};
 inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_TP, SOCKREDIR_PROG_OBSERVE_FEXIT};
+
+// The programs sockredir works without (the observers, the eviction programs): attach tries the observers, detach
+// loads the eviction programs where the kernel can (ebpf::LoadOptions::optional), and check reports them apart from
+// its verdict. without_program() says what sockredir cannot do without the program `name`; nullptr for a required
+// one (or one it does not know).
+const char* without_program(std::string_view name);
+// The eviction programs, detach's.
+std::vector<std::string> optional_programs();
+// The programs attach loads: sock_ops, sk_msg and the observers.
+std::vector<std::string> attached_programs();
 
 // --max-inflight's default: the largest receive buffer TCP autotunes to here (the third value of
 // net.ipv4.tcp_rmem), so a reader that stops holds its sender back about where plain TCP would at worst (a full

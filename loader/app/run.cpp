@@ -12,6 +12,7 @@
 #include <string>
 
 #include "loader/app/checked_attach.hpp"
+#include "loader/app/evict.hpp"
 #include "loader/app/pins.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/fd.hpp"
@@ -38,7 +39,7 @@ void say(const std::string& line)
 
 } // namespace
 
-void run_foreground(const AttachOptions& options)
+void run_foreground(const AttachOptions& options, const DetachOptions& detach_options)
 {
     sigset_t stop;
     sigemptyset(&stop);
@@ -69,6 +70,8 @@ void run_foreground(const AttachOptions& options)
                      "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
                      "stays on TCP\n",
                      r.no_observer_reason.c_str());
+    if (!r.no_evict.empty())
+        say(no_evict_note(r.no_evict));
     say("running until SIGTERM or SIGINT");
 
     int sig = 0;
@@ -83,11 +86,13 @@ void run_foreground(const AttachOptions& options)
             "); left it as it is");
         return;
     }
-    const auto d = detach(r.pin_dir);
+    const auto d = detach(r.pin_dir, detach_options);
     if (d.outcome == DetachOutcome::Detached)
-        say("detached (removed " + d.pin_dir + ")");
+        say("detached (removed " + d.pin_dir + ")" + evict_summary(d.evict));
     else
         say("already detached by someone else (no pins in " + d.pin_dir + "); nothing to do");
+    if (const auto failure = evict_failure(d.evict, detach_options.timeout); !failure.empty())
+        throw Error(failure);
 }
 
 } // namespace sockredir::app

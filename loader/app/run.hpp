@@ -13,6 +13,6 @@ namespace sockredir::app {
 // attachment and detaches it when it stops; a live `run` on the same pin dir holds a lock on it, and a second one
 // is refused. At the stop it detaches only the attachment it attached or adopted (same link id), and leaves one
 // that replaced it alone. Returns once stopped; throws base::Error on a failure.
-void run_foreground(const AttachOptions& options);
+void run_foreground(const AttachOptions& options, const DetachOptions& detach_options = {});
 
 } // namespace sockredir::app

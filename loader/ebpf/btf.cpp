@@ -206,6 +206,11 @@ uint32_t attach_btf_id(const elf::Btf& kernel, uint32_t expected_attach_type, co
             return *id;
         throw Error("tracepoint '" + name + "': not in this kernel's BTF (no typedef btf_trace_" + name + ")");
     }
+    if (expected_attach_type == BPF_TRACE_ITER) {
+        if (const auto id = kernel.find(BTF_KIND_FUNC, "bpf_iter_" + name))
+            return *id;
+        throw Error("iterator '" + name + "': not in this kernel's BTF (no function bpf_iter_" + name + ")");
+    }
     if (const auto id = kernel.find(BTF_KIND_FUNC, name))
         return *id;
     throw Error("function '" + name + "': not in this kernel's BTF");

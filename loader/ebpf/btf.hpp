@@ -35,8 +35,8 @@ inline constexpr const char* kKernelBtfPath = "/sys/kernel/btf/vmlinux";
 elf::Btf read_kernel_btf(const std::string& path = kKernelBtfPath);
 
 // The kernel BTF id a tracing program of `expected_attach_type` attaches to: the FUNC `name` for fentry and fexit,
-// the TYPEDEF "btf_trace_<name>" for tp_btf (what the kernel's tracepoint macros define). Throws naming what is
-// missing.
+// the TYPEDEF "btf_trace_<name>" for tp_btf (what the kernel's tracepoint macros define), the FUNC
+// "bpf_iter_<name>" for an iterator (DEFINE_BPF_ITER_FUNC). Throws naming what is missing.
 uint32_t attach_btf_id(const elf::Btf& kernel, uint32_t expected_attach_type, const std::string& name);
 
 } // namespace sockredir::ebpf

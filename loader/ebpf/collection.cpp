@@ -125,13 +125,25 @@ Fd load_with_log(sys::ProgLoadArgs args)
     }
 }
 
-Collection create_maps(const CollectionSpec& spec)
+Collection create_maps(const CollectionSpec& spec, std::vector<Map> existing)
 {
     Collection c;
     if (uses_btf(spec))
         c.btf = load_btf(*spec.btf);
     Fd legacy_btf;
     for (const auto& m : spec.maps) {
+        const auto given =
+            std::find_if(existing.begin(), existing.end(), [&](const Map& e) { return e.name == m.name; });
+        if (given != existing.end()) {
+            const auto info = sys::map_info(given->fd.get());
+            if (info.type != m.type || info.key_size != m.key_size || info.value_size != m.value_size)
+                throw Error("map '" + m.name + "': the existing map is a " + map_type_name(info.type) + " of " +
+                            std::to_string(info.key_size) + "+" + std::to_string(info.value_size) +
+                            " bytes, the object declares a " + map_type_name(m.type) + " of " +
+                            std::to_string(m.key_size) + "+" + std::to_string(m.value_size));
+            c.maps.add({m.name, m.type, std::move(given->fd)});
+            continue;
+        }
         Fd fd = create_map(m, c, legacy_btf);
         for (const auto& e : m.contents)
             sys::map_update(fd.get(), e.key.data(), e.value.data(), BPF_ANY);
@@ -175,10 +187,7 @@ void load_programs(const CollectionSpec& spec, Collection& collection, const Loa
     };
     for (const auto& name : options.programs)
         (void)spec.programs.at(name); // an unknown name is an error, not a silent no-op
-    for (const auto& p : spec.programs) {
-        if (!options.programs.empty() &&
-            std::find(options.programs.begin(), options.programs.end(), p.name) == options.programs.end())
-            continue;
+    const auto load = [&](const ProgramSpec& p) {
         auto insns = relocate(p, map_fds);
         if (!p.core_relos.empty()) {
             if (!spec.btf)
@@ -188,7 +197,23 @@ void load_programs(const CollectionSpec& spec, Collection& collection, const Loa
         uint32_t target = 0;
         if (p.type == BPF_PROG_TYPE_TRACING)
             target = attach_btf_id(kernel_btf(), p.expected_attach_type, p.attach_to);
-        Fd fd = load_program(spec, p, insns, collection, target);
+        return load_program(spec, p, insns, collection, target);
+    };
+    for (const auto& p : spec.programs) {
+        if (!options.programs.empty() &&
+            std::find(options.programs.begin(), options.programs.end(), p.name) == options.programs.end())
+            continue;
+        const bool optional =
+            std::find(options.optional.begin(), options.optional.end(), p.name) != options.optional.end();
+        Fd fd;
+        try {
+            fd = load(p);
+        } catch (const Error& e) {
+            if (!optional)
+                throw;
+            collection.not_loaded.push_back({p.name, e});
+            continue;
+        }
         collection.programs.add({p.name, p.section, p.type, p.attach_type, std::move(fd)});
     }
 }

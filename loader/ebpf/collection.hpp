@@ -31,11 +31,18 @@ struct Program {
     Fd fd;
 };
 
+// An optional program (LoadOptions::optional) that did not load, and why.
+struct NotLoaded {
+    std::string name;
+    base::Error error;
+};
+
 // The live objects of one load. Destroying it frees everything that is not pinned or attached.
 struct Collection {
     Fd btf;
     ByName<Map> maps{"map"};
     ByName<Program> programs{"program"};
+    std::vector<NotLoaded> not_loaded;
 };
 
 // BPF_PROG_LOAD, retried once with the verifier log on when it fails (libbpf retry_load, cilium/ebpf): a transient
@@ -53,12 +60,18 @@ struct LoadOptions {
     // The programs to load, by name; empty: all of them. (A caller that can do without some of them loads those
     // one by one and carries on without the ones the kernel refuses.)
     std::vector<std::string> programs;
+    // Programs the caller can do without, by name: one that does not load (the kernel has no BTF, lacks its
+    // target or a field it reads, refuses it) is left out of Collection::programs and its Error kept in
+    // Collection::not_loaded; the others load as if it were not in the spec. Any other program's failure throws.
+    std::vector<std::string> optional;
 };
 
 // Each phase is its own function so that a stack trace or a test can name it.
 // Loads the object's BTF (when maps or programs refer to it) and creates every map of the spec, with its BTF key
-// and value types, and writes its contents.
-Collection create_maps(const CollectionSpec& spec);
+// and value types, and writes its contents. A map of `existing` (one pinned by an earlier load, say) stands for the
+// map of its name instead: it is not created or written, and must have the spec's type, key size and value size
+// (cilium/ebpf MapReplacements, libbpf bpf_map__reuse_fd); its capacity may differ.
+Collection create_maps(const CollectionSpec& spec, std::vector<Map> existing = {});
 // The program's instructions with every map reference patched to the map's fd (ld_imm64 src_reg =
 // BPF_PSEUDO_MAP_FD, imm = fd). `map_fds`: by map name.
 std::vector<bpf_insn> relocate(const ProgramSpec& program, const std::unordered_map<std::string, int>& map_fds);

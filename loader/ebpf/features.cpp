@@ -22,6 +22,8 @@ constexpr const char* kSinceBtf = "4.18";
 constexpr const char* kSinceKernelBtf = "5.4";
 constexpr const char* kSinceTpBtf = "5.5";
 constexpr const char* kSinceFentry = "5.5";
+// BPF iterators ("bpf: implement bpf_seq_read() for bpf iterator"); a target can be younger (sockmap: 5.10).
+constexpr const char* kSinceIter = "5.8";
 
 ProbeResult ok(const char* since)
 {
@@ -209,7 +211,9 @@ ProbeResult have_kernel_btf(const std::string& path)
 
 ProbeResult have_tracing(uint32_t expected_attach_type, const std::string& target, const elf::Btf& kernel)
 {
-    const char* since = expected_attach_type == BPF_TRACE_RAW_TP ? kSinceTpBtf : kSinceFentry;
+    const char* since = expected_attach_type == BPF_TRACE_RAW_TP ? kSinceTpBtf
+                        : expected_attach_type == BPF_TRACE_ITER ? kSinceIter
+                                                                 : kSinceFentry;
     uint32_t id = 0;
     try {
         id = attach_btf_id(kernel, expected_attach_type, target);

@@ -56,9 +56,9 @@ ProbeResult have_btf_load();
 // The kernel's own BTF (/sys/kernel/btf/vmlinux), which tracing programs and CO-RE need: there and parseable.
 ProbeResult have_kernel_btf(const std::string& path = kKernelBtfPath);
 // Loads `r0 = 0; exit` as a BPF_PROG_TYPE_TRACING program of `expected_attach_type` (BPF_TRACE_RAW_TP for tp_btf,
-// BPF_TRACE_FENTRY, BPF_TRACE_FEXIT) aimed at `target` in `kernel` (attach_btf_id). Some kernels refuse fentry and
-// fexit with EPERM before the verifier runs while they load tp_btf (kernel-notes section 6): each is asked apart.
-// A target the kernel's BTF lacks is Missing with the lookup's words in `reason` and no call.
+// BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_TRACE_ITER) aimed at `target` in `kernel` (attach_btf_id). Some kernels refuse
+// fentry and fexit with EPERM before the verifier runs while they load tp_btf (kernel-notes section 6): each is asked
+// apart. A target the kernel's BTF lacks is Missing with the lookup's words in `reason` and no call.
 ProbeResult have_tracing(uint32_t expected_attach_type, const std::string& target, const elf::Btf& kernel);
 
 // The verifier's reason in a verifier log ("unknown func bpf_..."): its last line that is not one of the

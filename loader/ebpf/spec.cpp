@@ -1,14 +1,15 @@
 // The open phase: section names to program types, map types the loader can create, map references by name.
 #include "loader/ebpf/spec.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sockredir::ebpf {
 
 namespace {
 
-// Program sections the loader knows, as libbpf names them (section_defs in libbpf.c). `prefix`: the section may
-// carry a suffix after '/' ("sk_msg/anything").
+// Program sections the loader knows, as libbpf names them (section_defs in libbpf.c). `prefix`: the section names
+// the program's target after a '/' ("fexit/sock_recvmsg"), and must.
 struct SectionType {
     const char* section;
     bool prefix;
@@ -20,18 +21,23 @@ struct SectionType {
 constexpr SectionType kSectionTypes[] = {
     {"sockops", false, BPF_PROG_TYPE_SOCK_OPS, 0, BPF_CGROUP_SOCK_OPS},
     {"sk_msg", false, BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, BPF_SK_MSG_VERDICT},
+    // A classifier (libbpf "tc"): the loader attaches it nowhere; its caller runs it with BPF_PROG_TEST_RUN.
+    {"tc", false, BPF_PROG_TYPE_SCHED_CLS, 0, 0},
     // Tracing programs name their target after the '/': attached by BPF_RAW_TRACEPOINT_OPEN.
     {"tp_btf", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, BPF_TRACE_RAW_TP},
     {"fentry", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPF_TRACE_FENTRY},
     {"fexit", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, BPF_TRACE_FEXIT},
+    // BPF iterators ("iter/sockmap", "iter/task"): tracing programs on the kernel's bpf_iter_<target>, linked by
+    // BPF_LINK_CREATE with what they walk (iter.hpp), run by BPF_ITER_CREATE and read().
+    {"iter", true, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, BPF_TRACE_ITER},
 };
 
 const SectionType* section_type(const std::string& section)
 {
     for (const auto& t : kSectionTypes) {
         const size_t n = std::strlen(t.section);
-        if (section == t.section ||
-            (t.prefix && section.size() > n && section.compare(0, n, t.section) == 0 && section[n] == '/'))
+        if (t.prefix ? section.size() > n + 1 && section.compare(0, n, t.section) == 0 && section[n] == '/'
+                     : section == t.section)
             return &t;
     }
     return nullptr;
@@ -112,6 +118,28 @@ void MapSpec::set_bytes(std::span<const std::byte> key, std::span<const std::byt
 void CollectionSpec::set_max_entries(std::string_view map, uint32_t max_entries)
 {
     maps.at(map).max_entries = max_entries;
+}
+
+CollectionSpec CollectionSpec::subset(std::span<const std::string> names) const
+{
+    CollectionSpec out;
+    out.license = license;
+    out.btf = btf;
+    const auto wanted = [&](const std::string& name) {
+        return std::find(names.begin(), names.end(), name) != names.end();
+    };
+    for (const auto& p : programs)
+        if (wanted(p.name))
+            out.programs.add(p);
+    for (const auto& m : maps) {
+        bool used = false;
+        for (const auto& p : out.programs)
+            for (const auto& r : p.maps)
+                used = used || r.map == m.name;
+        if (used)
+            out.maps.add(m);
+    }
+    return out;
 }
 
 CollectionSpec make_collection_spec(elf::ObjectSpec object)

@@ -106,7 +106,8 @@ struct ProgramSpec {
     // How the program is attached: the attach type of BPF_LINK_CREATE / BPF_PROG_ATTACH.
     uint32_t attach_type = 0;
     // Tracing programs: what they attach to, by name in the kernel's BTF (a function for fentry/fexit, a
-    // tracepoint for tp_btf), from the section name ("fexit/sock_recvmsg").
+    // tracepoint for tp_btf, an iterator target for iter), from the section name ("fexit/sock_recvmsg",
+    // "iter/sockmap").
     std::string attach_to;
     std::vector<bpf_insn> insns;
     std::vector<MapReference> maps;
@@ -126,6 +127,9 @@ struct CollectionSpec {
 
     // aya's EbpfLoader::set_max_entries: the capacity of one map, before load.
     void set_max_entries(std::string_view map, uint32_t max_entries);
+    // The same spec with only the programs named (those it has; the order stays the object's) and the maps they
+    // refer to, so that a load creates and loads nothing else (cilium/ebpf's LoadAndAssign loads what is asked).
+    CollectionSpec subset(std::span<const std::string> programs) const;
 };
 
 // The open phase (libbpf bpf_object__open, cilium LoadCollectionSpec): from the parsed object to what the loader

@@ -61,6 +61,10 @@ const char* command_name(int cmd)
         return "BPF_ENABLE_STATS";
     case BPF_MAP_DELETE_ELEM:
         return "BPF_MAP_DELETE_ELEM";
+    case BPF_ITER_CREATE:
+        return "BPF_ITER_CREATE";
+    case BPF_PROG_TEST_RUN:
+        return "BPF_PROG_TEST_RUN";
     default:
         return "bpf";
     }
@@ -298,13 +302,24 @@ std::vector<uint32_t> prog_query(int target_fd, uint32_t attach_type)
     return ids;
 }
 
-Fd link_create(int prog_fd, int target_fd, uint32_t attach_type)
+Fd link_create(int prog_fd, int target_fd, uint32_t attach_type, const bpf_iter_link_info* iter_info)
 {
     bpf_attr attr{};
     attr.link_create.prog_fd = static_cast<uint32_t>(prog_fd);
     attr.link_create.target_fd = static_cast<uint32_t>(target_fd);
     attr.link_create.attach_type = attach_type;
+    if (iter_info != nullptr) {
+        attr.link_create.iter_info = ptr(iter_info);
+        attr.link_create.iter_info_len = sizeof *iter_info;
+    }
     return bpf_fd(BPF_LINK_CREATE, attr, "");
+}
+
+Fd iter_create(int link_fd)
+{
+    bpf_attr attr{};
+    attr.iter_create.link_fd = static_cast<uint32_t>(link_fd);
+    return bpf_fd(BPF_ITER_CREATE, attr, "");
 }
 
 Fd raw_tracepoint_open(int prog_fd)
@@ -319,6 +334,17 @@ void link_detach(int link_fd)
     bpf_attr attr{};
     attr.link_detach.link_fd = static_cast<uint32_t>(link_fd);
     bpf_void(BPF_LINK_DETACH, attr, "");
+}
+
+TestRunResult prog_test_run(int prog_fd, std::span<const std::byte> data)
+{
+    bpf_attr attr{};
+    attr.test.prog_fd = static_cast<uint32_t>(prog_fd);
+    attr.test.data_in = ptr(data.data());
+    attr.test.data_size_in = static_cast<uint32_t>(data.size());
+    attr.test.repeat = 1;
+    bpf_void(BPF_PROG_TEST_RUN, attr, "");
+    return {attr.test.retval, attr.test.duration};
 }
 
 bpf_prog_info prog_info(int fd)

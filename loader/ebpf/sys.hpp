@@ -73,11 +73,23 @@ void prog_detach(int prog_fd, int target_fd, uint32_t attach_type);
 // Program ids attached to target for attach_type (effective = false: this level only).
 std::vector<uint32_t> prog_query(int target_fd, uint32_t attach_type);
 
-Fd link_create(int prog_fd, int target_fd, uint32_t attach_type);
+// `iter_info`: for BPF_TRACE_ITER, what the iterator walks (the map of a map iterator); nullptr for the others.
+Fd link_create(int prog_fd, int target_fd, uint32_t attach_type, const bpf_iter_link_info* iter_info = nullptr);
+// BPF_ITER_CREATE: one run of the iterator a link holds, as a file whose read() runs the program and returns what
+// it wrote with bpf_seq_write, 0 at the end.
+Fd iter_create(int link_fd);
 // BPF_RAW_TRACEPOINT_OPEN with no name: the link of a tracing program (tp_btf, fentry, fexit) to the target its
 // attach_btf_id named at load. Pinned and detached like any link.
 Fd raw_tracepoint_open(int prog_fd);
 void link_detach(int link_fd);
+
+struct TestRunResult {
+    uint32_t retval = 0;
+    uint32_t duration_ns = 0;
+};
+// BPF_PROG_TEST_RUN, once, on `data` (a packet of at least an Ethernet header for the networking types): the
+// program runs in the caller's context, attached to nothing.
+TestRunResult prog_test_run(int prog_fd, std::span<const std::byte> data);
 
 bpf_prog_info prog_info(int fd);
 bpf_map_info map_info(int fd);

@@ -232,6 +232,8 @@ constexpr HelperSince kHelperSince[] = {
     H(ringbuf_discard, "5.8"),
     H(ringbuf_query, "5.8"),
     H(ktime_get_boot_ns, "5.8"),
+    H(seq_printf, "5.7"),
+    H(seq_write, "5.7"),
     H(skc_to_tcp6_sock, "5.9"),
     H(skc_to_tcp_sock, "5.9"),
     H(skc_to_tcp_timewait_sock, "5.9"),

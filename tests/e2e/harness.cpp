@@ -122,13 +122,16 @@ std::string kernel_name(const std::string& name)
 
 bool is_our_prog_name(const std::string& name)
 {
-    return name == kernel_name(SOCKREDIR_PROG_SOCKOPS) || name == kernel_name(SOCKREDIR_PROG_MSG);
+    return name == kernel_name(SOCKREDIR_PROG_SOCKOPS) || name == kernel_name(SOCKREDIR_PROG_MSG) ||
+           name == kernel_name(SOCKREDIR_PROG_EVICT) || name == kernel_name(SOCKREDIR_PROG_UNMAP) ||
+           name == kernel_name(SOCKREDIR_PROG_OBSERVE_TP) || name == kernel_name(SOCKREDIR_PROG_OBSERVE_FEXIT);
 }
 
 bool is_our_map_name(const std::string& name)
 {
     return name == SOCKREDIR_MAP_SOCKS || name == SOCKREDIR_MAP_COUNTERS || name == SOCKREDIR_MAP_CONFIG ||
-           name == SOCKREDIR_MAP_SOCK_STATE;
+           name == SOCKREDIR_MAP_SOCK_STATE || name == SOCKREDIR_MAP_FLOWS || name == SOCKREDIR_MAP_LEARNED ||
+           name == SOCKREDIR_MAP_UNMAP_BATCH;
 }
 
 } // namespace

@@ -828,7 +828,7 @@ void hold_all(const Sandbox& sb, Generations& gens)
 void churn(const Sandbox& sb, Generations& gens, const std::atomic<bool>& stop, Churn& c, uint64_t seed)
 {
     static const char* const kAttachSteps[] = {"maps", "pin", "attach_msg", "attach_sockops", "publish", "programs"};
-    static const char* const kDetachSteps[] = {"drain", "detach_sockops"};
+    static const char* const kDetachSteps[] = {"drain", "detach_sockops", "evict"};
     Rng rng{seed ^ 0x5eed};
     // Attached phases last longer than the others, so that redirection carries a fair share of the bytes.
     auto pause = [&](bool attached) {

@@ -3,13 +3,26 @@
 // Prints the namespace's TCP segment deltas (/proc/net/snmp) around the transfer and judges them:
 // --expect redirected: the data skipped TCP (segments stay near the handshake and teardown count);
 // --expect tcp: the data went by TCP segments. Exit 0 when the bytes are intact and the judgement holds.
+//
+// --pool N --detach PROGRAM: N long-lived connections talk both ways while PROGRAM detach runs (sockredir-min, already
+// attached); then every socket must be out of the sockhash and on TCP, no sockredir program or map left in the
+// kernel while the connections still live, every byte intact, and a blocking reader taking a 0.7 ms SA_RESTART timer
+// must get EAGAIN before the detach (the sockmap path) and none after it (TCP).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
 
 #include <cerrno>
 #include <chrono>
@@ -67,7 +80,8 @@ unsigned char pattern(uint64_t offset)
 
 int usage()
 {
-    std::fprintf(stderr, "usage: sockredir-vm-peer [--mib N] [--expect redirected|tcp]\n");
+    std::fprintf(stderr, "usage: sockredir-vm-peer [--mib N] [--expect redirected|tcp]\n"
+                         "       sockredir-vm-peer --pool N --detach PROGRAM\n");
     return 2;
 }
 
@@ -149,20 +163,312 @@ int client(uint16_t port, uint64_t bytes)
     return 0;
 }
 
+// --- --pool: long-lived connections through a detach -------------------------------------------------------------
+
+long bpf(int cmd, bpf_attr& attr)
+{
+    return ::syscall(SYS_bpf, cmd, &attr, sizeof attr);
+}
+
+// The names of sockredir's programs and maps still in the kernel (this VM runs nothing else of the kind).
+std::string sockredir_objects()
+{
+    std::string found;
+    for (const int cmd : {BPF_PROG_GET_NEXT_ID, BPF_MAP_GET_NEXT_ID}) {
+        uint32_t id = 0;
+        for (;;) {
+            bpf_attr next{};
+            next.start_id = id;
+            if (bpf(cmd, next) != 0)
+                break;
+            id = next.next_id;
+            bpf_attr get{};
+            if (cmd == BPF_PROG_GET_NEXT_ID)
+                get.prog_id = id;
+            else
+                get.map_id = id;
+            const long fd = bpf(cmd == BPF_PROG_GET_NEXT_ID ? BPF_PROG_GET_FD_BY_ID : BPF_MAP_GET_FD_BY_ID, get);
+            if (fd < 0)
+                continue;
+            char name[BPF_OBJ_NAME_LEN] = {};
+            bpf_attr info{};
+            info.info.bpf_fd = static_cast<uint32_t>(fd);
+            if (cmd == BPF_PROG_GET_NEXT_ID) {
+                bpf_prog_info p{};
+                info.info.info_len = sizeof p;
+                info.info.info = reinterpret_cast<uintptr_t>(&p);
+                if (bpf(BPF_OBJ_GET_INFO_BY_FD, info) == 0)
+                    std::memcpy(name, p.name, sizeof name);
+            } else {
+                bpf_map_info m{};
+                info.info.info_len = sizeof m;
+                info.info.info = reinterpret_cast<uintptr_t>(&m);
+                if (bpf(BPF_OBJ_GET_INFO_BY_FD, info) == 0)
+                    std::memcpy(name, m.name, sizeof name);
+            }
+            ::close(static_cast<int>(fd));
+            name[sizeof name - 1] = '\0';
+            const std::string n = name;
+            if (n.rfind("sockredir_", 0) == 0 || n == "sock_hash" || n == "counters" || n == "config" ||
+                n == "path_state" || n == "unmap_batch")
+                found += (found.empty() ? "" : " ") + n + "#" + std::to_string(id);
+        }
+    }
+    return found;
+}
+
+std::atomic<int> g_phase{0}; // 0 before the detach, 1 during, 2 after
+std::atomic<uint64_t> g_eagain[3];
+std::atomic<bool> g_stop{false};
+
+void on_alarm(int) {}
+
+struct Stream {
+    int out = -1, in = -1;
+    uint64_t seed = 0;
+    size_t chunk = 4096;
+    int pause_us = 5000;
+    bool timer = false; // its reader takes the interval timer and counts EAGAINs
+    std::atomic<uint64_t> sent{0}, received{0};
+    std::string error;
+};
+
+unsigned char stream_byte(const Stream& s, uint64_t offset)
+{
+    return pattern(offset + s.seed * 0x1000003ULL);
+}
+
+void send_stream(Stream& s)
+{
+    std::vector<unsigned char> buf(s.chunk);
+    while (!g_stop.load()) {
+        // At most 1 MiB ahead of the reader: the redirect path bounds nothing itself.
+        if (s.sent.load() - s.received.load() > (1U << 20)) {
+            ::usleep(1000);
+            continue;
+        }
+        for (size_t i = 0; i < buf.size(); ++i)
+            buf[i] = stream_byte(s, s.sent.load() + i);
+        if (!write_all(s.out, buf.data(), buf.size())) {
+            s.error = std::string("send: ") + std::strerror(errno);
+            break;
+        }
+        s.sent += buf.size();
+        ::usleep(static_cast<useconds_t>(s.pause_us));
+    }
+    ::shutdown(s.out, SHUT_WR);
+}
+
+void receive_stream(Stream& s)
+{
+    if (s.timer) {
+        sigset_t alarm;
+        sigemptyset(&alarm);
+        sigaddset(&alarm, SIGALRM);
+        pthread_sigmask(SIG_UNBLOCK, &alarm, nullptr);
+        itimerval t{};
+        t.it_interval.tv_usec = 700;
+        t.it_value.tv_usec = 700;
+        setitimer(ITIMER_REAL, &t, nullptr);
+    }
+    std::vector<unsigned char> buf(64 * 1024);
+    for (;;) {
+        const int phase = g_phase.load();
+        const ssize_t n = ::recv(s.in, buf.data(), buf.size(), 0);
+        if (n < 0 && errno == EAGAIN) {
+            ++g_eagain[phase];
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0)
+                s.error = std::string("recv: ") + std::strerror(errno);
+            break;
+        }
+        for (ssize_t i = 0; i < n; ++i)
+            if (buf[static_cast<size_t>(i)] != stream_byte(s, s.received.load() + static_cast<uint64_t>(i))) {
+                s.error = "wrong byte at offset " + std::to_string(s.received.load() + static_cast<uint64_t>(i));
+                return;
+            }
+        s.received += static_cast<uint64_t>(n);
+    }
+    if (s.timer) {
+        itimerval off{};
+        setitimer(ITIMER_REAL, &off, nullptr);
+    }
+}
+
+// Runs `program detach` and returns its exit status, its output in `out`.
+int run_detach(const std::string& program, std::string& out)
+{
+    int p[2];
+    if (::pipe(p) != 0)
+        return -1;
+    std::fflush(stdout);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(p[1], 1);
+        ::dup2(p[1], 2);
+        ::close(p[0]);
+        ::close(p[1]);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execl(program.c_str(), program.c_str(), "detach", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    ::close(p[1]);
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(p[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0)
+            out.append(buf, static_cast<size_t>(n));
+    ::close(p[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t)
+{
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+int pool(int connections, const std::string& program)
+{
+    // Only the timer reader takes SIGALRM: every thread is started with it blocked.
+    sigset_t alarm;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
+    struct sigaction sa {};
+    sa.sa_handler = on_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, nullptr);
+
+    const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, connections) != 0 ||
+        ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        std::printf("peer: FAIL listen: %s\n", std::strerror(errno));
+        return 1;
+    }
+    std::vector<std::unique_ptr<Stream>> streams;
+    for (int i = 0; i < connections; ++i) {
+        const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            std::printf("peer: FAIL connect: %s\n", std::strerror(errno));
+            return 1;
+        }
+        const int s = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (s < 0) {
+            std::printf("peer: FAIL accept: %s\n", std::strerror(errno));
+            return 1;
+        }
+        for (int dir = 0; dir < 2; ++dir) {
+            auto st = std::make_unique<Stream>();
+            st->out = dir == 0 ? c : s;
+            st->in = dir == 0 ? s : c;
+            st->seed = static_cast<uint64_t>(i * 2 + dir);
+            // Connection 0's server blocks in recv() between small, rare messages, and takes the timer.
+            if (i == 0 && dir == 0) {
+                st->timer = true;
+                st->chunk = 256;
+                st->pause_us = 2000;
+            }
+            streams.push_back(std::move(st));
+        }
+    }
+    ::usleep(100000); // both ends of each connection in the map before any byte
+    std::vector<std::thread> threads;
+    for (auto& st : streams) {
+        threads.emplace_back(receive_stream, std::ref(*st));
+        threads.emplace_back(send_stream, std::ref(*st));
+    }
+    ::sleep(2);
+    const std::string before = sockredir_objects();
+    g_phase = 1;
+    std::string out;
+    const auto start = std::chrono::steady_clock::now();
+    const int rc = run_detach(program, out);
+    const double took = seconds_since(start);
+    g_phase = 2;
+    std::printf("peer: detach exit %d in %.3f s: %s", rc, took, out.c_str());
+    std::string error;
+    if (rc != 0)
+        error = "detach exited " + std::to_string(rc);
+    const std::string handed =
+        std::to_string(2 * connections) + " of " + std::to_string(2 * connections) + " socket(s) back on TCP";
+    if (error.empty() && out.find(handed) == std::string::npos)
+        error = "detach did not hand every socket back (" + handed + ")";
+    // The sockets' psocks go after an RCU grace period, the maps from a workqueue: give them a few seconds.
+    std::string left = sockredir_objects();
+    for (int i = 0; i < 100 && !left.empty(); ++i) {
+        ::usleep(50000);
+        left = sockredir_objects();
+    }
+    if (error.empty() && !left.empty())
+        error = "left in the kernel after the detach, with the connections open: " + left;
+    ::sleep(2); // TCP traffic on every connection, and the timer reader blocked in recv() again
+    g_stop = true;
+    for (auto& t : threads)
+        t.join();
+    uint64_t bytes = 0;
+    for (const auto& st : streams) {
+        bytes += st->received.load();
+        if (error.empty() && !st->error.empty())
+            error = st->error;
+        if (error.empty() && st->received.load() != st->sent.load())
+            error = "sent " + std::to_string(st->sent.load()) + ", received " + std::to_string(st->received.load());
+    }
+    std::printf("peer: pool of %d: %llu bytes intact; objects before the detach: %s; EAGAIN of the timer reader: %llu "
+                "before, %llu during, %llu after\n",
+                connections, static_cast<unsigned long long>(bytes), before.c_str(),
+                static_cast<unsigned long long>(g_eagain[0].load()),
+                static_cast<unsigned long long>(g_eagain[1].load()),
+                static_cast<unsigned long long>(g_eagain[2].load()));
+    if (error.empty() && g_eagain[0].load() == 0)
+        error = "no EAGAIN before the detach: the test cannot tell the sockmap path from TCP here";
+    if (error.empty() && g_eagain[2].load() != 0)
+        error = std::to_string(g_eagain[2].load()) + " EAGAIN after the detach: not plain TCP";
+    if (!error.empty()) {
+        std::printf("peer: FAIL %s\n", error.c_str());
+        return 1;
+    }
+    std::printf("peer: OK pool\n");
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
     uint64_t mib = 16;
     std::string expect;
+    int pool_size = 0;
+    std::string detach_program;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--mib" && i + 1 < argc)
             mib = std::strtoull(argv[++i], nullptr, 10);
         else if (a == "--expect" && i + 1 < argc)
             expect = argv[++i];
+        else if (a == "--pool" && i + 1 < argc)
+            pool_size = std::atoi(argv[++i]);
+        else if (a == "--detach" && i + 1 < argc)
+            detach_program = argv[++i];
         else
             return usage();
+    }
+    if (pool_size > 0 || !detach_program.empty()) {
+        if (pool_size <= 0 || detach_program.empty())
+            return usage();
+        return pool(pool_size, detach_program);
     }
     if (mib == 0 || (!expect.empty() && expect != "redirected" && expect != "tcp"))
         return usage();
