@@ -347,7 +347,9 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 			learn_key_of(&me->key, 1, &lk);
 			bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
 		}
-	} else if (!flow->reader_ok) {
+	} else if (ret > 0 && !flow->reader_ok) {
+		/* Proven by a read that returned data: a non-blocking recv() that met EAGAIN proves nothing (haproxy's
+		 * first reads do, then it splices, and splice cannot see redirected bytes). */
 		flow->reader_ok = 1;
 	}
 
