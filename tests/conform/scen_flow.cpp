@@ -1,5 +1,7 @@
 // Scenarios: flow control. A reader that stops reading must hold its sender back (EAGAIN, or a blocked send) long
-// before memory runs out; every byte sent meanwhile still arrives once the reader drains.
+// before memory runs out; every byte sent meanwhile still arrives once the reader drains. The stories with a
+// non-blocking sender use non-blocking sockets on both ends (they run redirected); the blocking sender's keeps its
+// blocking sockets (sockredir keeps it on TCP).
 #include "tests/conform/scen_helpers.hpp"
 
 #include <sys/socket.h>
@@ -58,9 +60,7 @@ size_t send_until_held(int fd, uint32_t seed, size_t chunk, size_t cap, std::str
 CONFORM_SCENARIO(flow_nonblock_held_back, "flow control",
                  "A non-blocking sender to a reader that stops reading gets EAGAIN; every byte arrives on drain")
 {
-    PairOptions options;
-    options.client_nonblock = true;
-    Pair pair = make_pair(options);
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 101;
     std::string stop;
     size_t sent = send_until_held(pair.client.get(), seed, 64 * kKiB, kCap, &stop);
@@ -158,8 +158,7 @@ CONFORM_SCENARIO(flow_tiny_messages, "flow control",
     // Small buffers on both ends (set before connect and before listen, so nothing autotunes them): plain TCP then
     // holds the sender back after a few thousand bytes even when each is its own send().
     constexpr size_t messages = 65536;
-    PairOptions options;
-    options.client_nonblock = true;
+    PairOptions options = nonblocking();
     options.on_client = [](int fd) {
         int size = 4096;
         ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
