@@ -257,3 +257,39 @@ CONFORM_SCENARIO(data_before_accept, "connection setup",
         }
     }
 }
+
+CONFORM_SCENARIO(port_after_blocking_client, "connection setup",
+                 "An event-driven client of a port that a connect-then-block client (hiredis) used before")
+{
+    // First a client as hiredis's blocking context makes it (redis-cli, redis-benchmark's first connection):
+    // O_NONBLOCK for connect(), then a blocking request and a blocking read of the answer.
+    PairOptions options = nonblocking();
+    options.warm_up = false;
+    Pair first = make_pair(options);
+    const uint32_t seed = 707;
+    set_nonblock(first.client.get(), false);
+    note_sent(obs, "blocking client's request", send_stream(first.client.get(), seed, 0, 100, 100, 2000));
+    note_read(obs, "server reads it", read_stream(first.server.get(), seed, 0, 100, 2000));
+    note_sent(obs, "server answers", send_stream(first.server.get(), seed + 1, 0, 100, 100, 2000));
+    {
+        bool intact = false;
+        obs.note("blocking client reads the answer", recv_pattern(first.client.get(), seed + 1, 0, 100, &intact, 2000));
+        obs.flag("answer intact", intact);
+    }
+    first.client.close();
+    first.server.close();
+
+    // Then an event-driven client of the same listener: non-blocking connect, a byte each way, an exchange.
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockname(first.listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        throw std::runtime_error("getsockname: " + errno_name(errno));
+    }
+    Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    const int r = ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), len);
+    obs.note("second client's connect", r == 0 || errno == EINPROGRESS ? "in progress or done" : errno_name(errno));
+    obs.flag("connected", wait_writable(client.get(), 2000));
+    first.accept_now(options);
+    warm_up_read_write(client.get(), first.server.get());
+    exchange(obs, client.get(), first.server.get(), seed + 2);
+}
