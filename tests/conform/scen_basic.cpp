@@ -317,7 +317,8 @@ void signal_story(Obs& obs, bool restart)
 }
 
 // The same on non-blocking sockets: a reader that waits in poll() (which a signal always interrupts, SA_RESTART or
-// not) and reads with recv() once poll() says readable.
+// not) and reads with recv() once poll() says readable. The data comes once poll() has been interrupted three times
+// (2 s at most), so that the story does not depend on how soon the reader gets to poll().
 void signal_story_nb(Obs& obs, bool restart)
 {
     Pair p = make_pair(h::nonblocking());
@@ -325,8 +326,10 @@ void signal_story_nb(Obs& obs, bool restart)
     sigemptyset(&alarm);
     sigaddset(&alarm, SIGALRM);
     pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
+    std::atomic<int> interruptions{0};
     std::thread sender([&] {
-        sleep_ms(50);
+        for (int i = 0; i < 2000 && interruptions.load() < 3; ++i)
+            sleep_ms(1);
         send_once(p.client.get(), 13, 0, 100);
     });
     struct sigaction sa {};
@@ -348,6 +351,7 @@ void signal_story_nb(Obs& obs, bool restart)
         const int n = ::poll(&pfd, 1, deadline.left_ms());
         if (n < 0 && errno == EINTR) {
             interrupted = true;
+            interruptions.fetch_add(1);
             continue;
         }
         if (n <= 0)
@@ -398,16 +402,23 @@ CONFORM_SCENARIO(recv_signal_norestart_nb, "signals",
     signal_story_nb(obs, false);
 }
 
-// A blocking recv() taking 1 ms SA_RESTART timer signals on `reader` while `writer` sends 100 bytes of `seed` after
-// 50 ms: what a blocking reader sees where sockredir let its socket into the map (the stories below).
+// A blocking recv() taking 1 ms SA_RESTART timer signals on `reader` while `writer` sends 100 bytes of `seed` once
+// five signals came after the reader went into recv() (2 s at most; only the reader's thread takes them): what a
+// blocking reader sees where sockredir let its socket into the map (the stories below).
 void blocking_recv_with_signals(Obs& obs, int reader, int writer, uint32_t seed)
 {
     sigset_t alarm;
     sigemptyset(&alarm);
     sigaddset(&alarm, SIGALRM);
     pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
+    std::atomic<bool> reading{false};
     std::thread sender([&] {
-        sleep_ms(50);
+        int i = 0;
+        for (; i < 2000 && !reading.load(); ++i)
+            sleep_ms(1);
+        const int base = g_alarms.load();
+        for (; i < 2000 && g_alarms.load() < base + 5 && reading.load(); ++i)
+            sleep_ms(1);
         h::send_stream(writer, seed, 0, 100, 100, 2000);
     });
     struct sigaction sa {};
@@ -420,8 +431,10 @@ void blocking_recv_with_signals(Obs& obs, int reader, int writer, uint32_t seed)
     ::setitimer(ITIMER_REAL, &every_ms, nullptr);
 
     unsigned char buf[4096];
+    reading.store(true);
     const ssize_t r = ::recv(reader, buf, sizeof buf, 0);
     const int e = errno;
+    reading.store(false); // a recv() that returned early does not keep the sender waiting
 
     const itimerval off{};
     ::setitimer(ITIMER_REAL, &off, nullptr);
