@@ -1,15 +1,10 @@
 // Static test peer for tools/vmtest.sh: a server and a forked client move N MiB over 127.0.0.1, checked byte by byte.
 //
-// Both ends are event-driven, as sockredir wants them: non-blocking sockets, poll() and MSG_DONTWAIT, and a first
-// byte each way (sockredir redirects a direction only once its reader has been seen reading that way; a client that
-// is blocking when it connects stays off the map). The client waits for a one-byte acknowledgement after each MiB,
-// as request/response protocols do: sockredir's flow control passes a direction to TCP while its reader lags by more
-// than --max-inflight, and in a one-CPU VM a sender that never waits outruns its reader.
-//
 // Prints the namespace's TCP segment deltas (/proc/net/snmp) around the transfer and judges them:
 // --expect redirected: the data skipped TCP (segments stay near the handshake and teardown count);
 // --expect tcp: the data went by TCP segments. Exit 0 when the bytes are intact and the judgement holds.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -32,8 +27,6 @@ namespace {
 // Segments of the handshake, the teardown and a few window updates; far below any data-carrying transfer.
 constexpr uint64_t kMaxRedirectedSegments = 64;
 constexpr size_t kChunk = 64 * 1024;
-constexpr uint64_t kWindow = 1 << 20; // the client waits for an acknowledgement after each
-constexpr int kTimeoutMs = 30000;     // for any one wait
 
 struct Segments {
     uint64_t in = 0;
@@ -78,27 +71,12 @@ int usage()
     return 2;
 }
 
-// poll() one descriptor for `events`, up to kTimeoutMs: false on a timeout or an error.
-bool wait_for(int fd, short events)
-{
-    pollfd p{fd, events, 0};
-    for (;;) {
-        const int r = ::poll(&p, 1, kTimeoutMs);
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r > 0;
-    }
-}
-
-// send() on a non-blocking socket until all of it is taken, poll() for POLLOUT when it is full.
 bool write_all(int fd, const unsigned char* p, size_t n)
 {
     while (n > 0) {
-        const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN && wait_for(fd, POLLOUT))
                 continue;
             return false;
         }
@@ -108,25 +86,30 @@ bool write_all(int fd, const unsigned char* p, size_t n)
     return true;
 }
 
-// One byte from a non-blocking socket, poll() for POLLIN first: the byte, or -1 (EOF, error, timeout).
-int read_byte(int fd)
+// Waits for data (poll) and reads without blocking (MSG_DONTWAIT), as an event loop does: sockredir redirects only
+// to readers it has seen read that way (a blocking read meets tcp_bpf's EAGAIN: kernel-notes.md section 1).
+ssize_t read_some(int fd, void* buf, size_t len)
 {
     for (;;) {
-        unsigned char b = 0;
-        const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
-        if (r == 1)
-            return b;
-        if (r == 0)
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 30000) != 1) {
+            errno = ETIMEDOUT;
             return -1;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN || !wait_for(fd, POLLIN))
-            return -1;
+        }
+        const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            return n;
     }
 }
 
-// The client, in a forked child: connect (non-blocking), a byte each way, `bytes` of the pattern with an
-// acknowledgement awaited after each kWindow, close.
+void set_nonblocking(int fd, bool on)
+{
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
+}
+
+// The client, in a forked child: connect (non-blocking, as event-driven clients do), one byte each way so that
+// both readers are known to sockredir (a direction starts on TCP), then `bytes` of the pattern, close.
 int client(uint16_t port, uint64_t bytes)
 {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -138,14 +121,16 @@ int client(uint16_t port, uint64_t bytes)
         std::perror("peer client: connect");
         return 1;
     }
+    pollfd p{fd, POLLOUT, 0};
     int err = 0;
     socklen_t len = sizeof err;
-    if (!wait_for(fd, POLLOUT) || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-        std::fprintf(stderr, "peer client: connect: %s\n", std::strerror(err));
+    if (::poll(&p, 1, 10000) != 1 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        std::fprintf(stderr, "peer client: connect: %s\n", std::strerror(err != 0 ? err : ETIMEDOUT));
         return 1;
     }
-    const unsigned char hello = 'w';
-    if (!write_all(fd, &hello, 1) || read_byte(fd) != 'w') {
+    set_nonblocking(fd, false);
+    unsigned char hello = 'w';
+    if (!write_all(fd, &hello, 1) || read_some(fd, &hello, 1) != 1) {
         std::perror("peer client: warm-up");
         return 1;
     }
@@ -159,10 +144,6 @@ int client(uint16_t port, uint64_t bytes)
             return 1;
         }
         off += n;
-        if (off % kWindow == 0 && off < bytes && read_byte(fd) != 'a') {
-            std::perror("peer client: acknowledgement");
-            return 1;
-        }
     }
     ::close(fd);
     return 0;
@@ -213,7 +194,7 @@ int main(int argc, char** argv)
     if (pid == 0)
         ::_exit(client(port, bytes));
 
-    const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
         std::printf("peer: FAIL accept: %s\n", std::strerror(errno));
         return 1;
@@ -221,20 +202,13 @@ int main(int argc, char** argv)
     std::vector<unsigned char> buf(kChunk);
     uint64_t got = 0;
     std::string error;
-    const unsigned char hello = 'w', ack = 'a';
-    if (read_byte(fd) != 'w' || !write_all(fd, &hello, 1))
-        error = "the warm-up byte did not come";
-    while (error.empty()) {
-        // Never past the window: the acknowledgement is due exactly at its end.
-        const uint64_t window_left = kWindow - got % kWindow;
-        const ssize_t n = ::recv(fd, buf.data(), std::min<uint64_t>(buf.size(), window_left), MSG_DONTWAIT);
+    unsigned char hello = 0;
+    if (read_some(fd, &hello, 1) != 1 || !write_all(fd, &hello, 1))
+        error = std::string("warm-up: ") + std::strerror(errno);
+    for (; error.empty();) {
+        const ssize_t n = read_some(fd, buf.data(), buf.size());
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN) {
-            if (!wait_for(fd, POLLIN))
-                error = "no data for 30 s";
-            continue;
-        }
         if (n < 0) {
             error = std::string("recv: ") + std::strerror(errno);
             break;
@@ -247,8 +221,6 @@ int main(int argc, char** argv)
         if (!error.empty())
             break;
         got += static_cast<uint64_t>(n);
-        if (got % kWindow == 0 && got < bytes && !write_all(fd, &ack, 1))
-            error = std::string("acknowledgement: ") + std::strerror(errno);
     }
     ::close(fd);
     ::close(lfd);
