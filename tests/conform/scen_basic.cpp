@@ -411,13 +411,13 @@ void blocking_recv_with_signals(Obs& obs, int reader, int writer, uint32_t seed)
     sigemptyset(&alarm);
     sigaddset(&alarm, SIGALRM);
     pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
-    std::atomic<bool> reading{false};
+    std::atomic<int> reading{0}; // 0: not yet in recv(), 1: in it, 2: returned
     std::thread sender([&] {
         int i = 0;
-        for (; i < 2000 && !reading.load(); ++i)
+        for (; i < 2000 && reading.load() == 0; ++i)
             sleep_ms(1);
         const int base = g_alarms.load();
-        for (; i < 2000 && g_alarms.load() < base + 5 && reading.load(); ++i)
+        for (; i < 2000 && g_alarms.load() < base + 5 && reading.load() == 1; ++i)
             sleep_ms(1);
         h::send_stream(writer, seed, 0, 100, 100, 2000);
     });
@@ -431,10 +431,10 @@ void blocking_recv_with_signals(Obs& obs, int reader, int writer, uint32_t seed)
     ::setitimer(ITIMER_REAL, &every_ms, nullptr);
 
     unsigned char buf[4096];
-    reading.store(true);
+    reading.store(1);
     const ssize_t r = ::recv(reader, buf, sizeof buf, 0);
     const int e = errno;
-    reading.store(false); // a recv() that returned early does not keep the sender waiting
+    reading.store(2); // a recv() that returned early does not keep the sender waiting
 
     const itimerval off{};
     ::setitimer(ITIMER_REAL, &off, nullptr);
