@@ -26,8 +26,9 @@ set -euo pipefail
 # connection are non-blocking recv()s that find nothing, which proves its reader, so the
 # client's request is redirected into haproxy's socket; haproxy then reads with splice(),
 # which sees only the TCP receive queue (and passes no tracepoint sockredir sees): the
-# download stalls with 0 bytes. The blocking Python clients (signal-client, duplex-client)
-# pass: sockredir keeps a client that is blocking at connect() off the map. A listed case
+# download stalls with 0 bytes (the request, 86 bytes, is the one message redirected). The
+# blocking Python clients (signal-client, duplex-client) pass: sockredir keeps a client that
+# is blocking at connect() off the map (skipped_blocking_client). A listed case
 # that fails prints "KNOWN BROKEN" and does not fail the test; one that passes fails it
 # ("fixed: remove it from KNOWN_BROKEN_REDIRECTED"), so the list stays exact.
 KNOWN_BROKEN_REDIRECTED="haproxy-splice"
