@@ -18,9 +18,10 @@ LEGEND = """\
 - **same**: redirected, and the application saw exactly what it sees on plain TCP.
 - **TCP (not accelerated)**: the application saw what it sees on plain TCP, and no byte of the scenario was
   redirected (sockredir kept the connection on TCP): compatible, but not faster.
-- **DIFFERS: reason**: redirected, and the application saw something plain TCP never shows it; the reason is the
-  ledger's (`tests/conform/known-differences.txt`), "Differences in detail" below shows the first observation that
-  differs.
+- **DIFFERS: reason**: with sockredir attached the application saw something plain TCP never shows it, whether or
+  not a byte of the scenario was redirected (a socket in sockredir's map reads through the sockmap's receive path
+  even while its bytes come by TCP); the reason is the ledger's (`tests/conform/known-differences.txt`),
+  "Differences in detail" below shows the first observation that differs.
 - **BROKEN**: the plain TCP run itself failed: a bug of the test, not of sockredir.
 - **-**: the scenario did not run on that kernel.
 """

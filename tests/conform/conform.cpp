@@ -94,7 +94,31 @@ int family_of(Family f)
     return f == Family::v4 ? AF_INET : AF_INET6;
 }
 
+// The listening ports of the run in this process: [g_port_next, g_port_end), set by the harness before it forks.
+uint16_t g_port_next = 0;
+uint16_t g_port_end = 0;
+
 } // namespace
+
+uint16_t next_port()
+{
+    if (g_port_next == 0 || g_port_next >= g_port_end)
+        throw std::runtime_error("next_port: the scenario's ports are used up");
+    return g_port_next++;
+}
+
+// Ports 20000 and up, below the ephemeral range (32768-60999): kPortsPerRun for each run of each scenario.
+constexpr uint16_t kPortBase = 20000;
+constexpr uint16_t kPortsPerRun = 8;
+
+void set_run_ports(size_t scenario_index, int run)
+{
+    const size_t first = kPortBase + (scenario_index * 2 + static_cast<size_t>(run)) * kPortsPerRun;
+    if (first + kPortsPerRun > 32768)
+        throw std::runtime_error("set_run_ports: too many scenarios for the port range");
+    g_port_next = static_cast<uint16_t>(first);
+    g_port_end = static_cast<uint16_t>(first + kPortsPerRun);
+}
 
 Pair make_pair(const PairOptions& options)
 {
@@ -109,6 +133,7 @@ Pair make_pair(const PairOptions& options)
         auto* a = reinterpret_cast<sockaddr_in*>(&addr);
         a->sin_family = AF_INET;
         a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a->sin_port = htons(next_port());
         addr_len = sizeof *a;
     } else {
         // v6: ::1 only; dual: the wildcard with V6ONLY off, so that a v4 client reaches it as ::ffff:127.0.0.1.
@@ -116,6 +141,7 @@ Pair make_pair(const PairOptions& options)
         auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
         a->sin6_family = AF_INET6;
         a->sin6_addr = options.family == Family::v6 ? in6addr_loopback : in6addr_any;
+        a->sin6_port = htons(next_port());
         addr_len = sizeof *a;
     }
     if (::bind(pair.listener.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
@@ -596,8 +622,10 @@ std::string signal_name(int sig)
     return "signal " + std::to_string(sig);
 }
 
-Run run_in_child(const conform::Scenario& scenario, const std::string& cgroup)
+// run: 0 plain, 1 redirected; each has listening ports of its own (conform::next_port).
+Run run_in_child(const conform::Scenario& scenario, size_t index, int run_number, const std::string& cgroup)
 {
+    conform::set_run_ports(index, run_number);
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0)
         die(std::string("pipe2: ") + conform::errno_name(errno));
@@ -923,9 +951,10 @@ int main(int argc, char** argv)
     for (const auto* s : chosen) {
         const auto start = std::chrono::steady_clock::now();
         Result r{s, {}, {}, {}, {}, {}, 0};
-        r.plain = run_in_child(*s, o.plain_cgroup);
+        const size_t index = static_cast<size_t>(s - conform::scenarios().data());
+        r.plain = run_in_child(*s, index, 0, o.plain_cgroup);
         const uint64_t before = messages_redirected(o);
-        r.redirected = run_in_child(*s, o.redirect_cgroup);
+        r.redirected = run_in_child(*s, index, 1, o.redirect_cgroup);
         const uint64_t after = messages_redirected(o);
         // A child that could not join its cgroup told no story: nothing to compare, for any scenario.
         for (const Run* run : {&r.plain, &r.redirected})

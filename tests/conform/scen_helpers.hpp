@@ -202,4 +202,85 @@ inline long long send_chunks(int fd, uint32_t seed, uint64_t offset, size_t len,
     return static_cast<long long>(sent);
 }
 
+// What a bounded write saw: how many bytes went out and how it ended: "complete", "timeout" or the errno name.
+struct Sent {
+    long long bytes = 0;
+    std::string end;
+};
+
+// Sends the pattern [offset, offset + len) as an event-driven application does, whatever the socket's mode: an
+// output buffer of up to `chunk` bytes, offered to send(MSG_DONTWAIT) until it is taken (a short write is not an
+// error: the rest goes in the next call), poll() for POLLOUT on EAGAIN, until every byte is out or timeout_ms passed.
+inline Sent send_stream(int fd, uint32_t seed, uint64_t offset, size_t len, size_t chunk, int timeout_ms)
+{
+    Sent s;
+    Deadline deadline(timeout_ms);
+    std::vector<unsigned char> buf(std::max<size_t>(std::min(chunk, len), 1));
+    size_t sent = 0;   // bytes of the stream taken by the kernel
+    size_t filled = 0; // bytes of the stream in buf so far: buf holds [filled - buf_len, filled)
+    size_t buf_len = 0;
+    size_t at = 0; // taken of buf
+    while (sent < len) {
+        if (at == buf_len) {
+            buf_len = std::min(buf.size(), len - filled);
+            pattern(seed, offset + filled, buf.data(), buf_len);
+            filled += buf_len;
+            at = 0;
+        }
+        const ssize_t r = ::send(fd, buf.data() + at, buf_len - at, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) {
+            at += static_cast<size_t>(r);
+            sent += static_cast<size_t>(r);
+            continue;
+        }
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (deadline.passed()) {
+                s.bytes = static_cast<long long>(sent);
+                s.end = "timeout";
+                return s;
+            }
+            pollfd p{fd, POLLOUT, 0};
+            ::poll(&p, 1, std::min(deadline.left_ms(), 100));
+            continue;
+        }
+        s.bytes = static_cast<long long>(sent);
+        s.end = r < 0 ? errno_name(errno) : "send returned 0";
+        return s;
+    }
+    s.bytes = static_cast<long long>(sent);
+    s.end = "complete";
+    return s;
+}
+
+// Records a Sent under a prefix: "<what> bytes", "<what> end".
+inline void note_sent(Obs& obs, const std::string& what, const Sent& s)
+{
+    obs.note(what + " bytes", s.bytes);
+    obs.note(what + " end", s.end);
+}
+
+// An application's request and answer, 100 bytes each way (stream `seed` from the client, `seed` + 1 from the
+// server), recorded. On non-blocking sockets, once both ends have read (make_pair's warm-up), sockredir redirects
+// both: the scenario is then shown taking the redirect path (the harness reads its counter).
+inline void exchange(Obs& obs, int client, int server, uint32_t seed)
+{
+    note_sent(obs, "request", send_stream(client, seed, 0, 100, 100, 2000));
+    note_read(obs, "request read", read_stream(server, seed, 0, 100, 2000));
+    note_sent(obs, "answer", send_stream(server, seed + 1, 0, 100, 100, 2000));
+    note_read(obs, "answer read", read_stream(client, seed + 1, 0, 100, 2000));
+}
+
+// PairOptions for an event-driven application: both ends non-blocking.
+inline PairOptions nonblocking(Family family = Family::v4)
+{
+    PairOptions o;
+    o.family = family;
+    o.client_nonblock = true;
+    o.server_nonblock = true;
+    return o;
+}
+
 } // namespace conform::helpers

@@ -25,18 +25,18 @@ bool tcp_info_of(int fd, tcp_info* info)
 
 CONFORM_SCENARIO(tcp_info_counters, "TCP_INFO", "TCP_INFO byte and segment counters move after a 1 MiB transfer")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 601;
     constexpr size_t total = kMiB;
     // One loopback segment carries up to 64 KiB: 1 MiB is at least 16 of them.
     constexpr unsigned segments = 16;
     const int client = pair.client.get();
-    long long sent = 0;
-    Thread sender([&] { sent = send_chunks(client, seed, 0, total, 64 * kKiB); },
+    Sent sent;
+    Thread sender([&] { sent = send_stream(client, seed, 0, total, 64 * kKiB, 5000); },
                   [client] { ::shutdown(client, SHUT_RDWR); });
     note_read(obs, "reader", read_stream(pair.server.get(), seed, 0, total, 5000));
     sender.join();
-    obs.note("sent", sent);
+    note_sent(obs, "sent", sent);
     // The answer carries the acknowledgement of everything: the sender's counters are final once it is read.
     obs.ret("answer 1", send_pattern(pair.server.get(), seed + 1, 0, 1));
     note_read(obs, "answer", read_stream(client, seed + 1, 0, 1, 2000));

@@ -76,7 +76,7 @@ void note_inq_read(Obs& obs, const std::string& what, const InqRead& r)
 CONFORM_SCENARIO(fionread_after_arrival, "queue sizes",
                  "FIONREAD counts the bytes that arrived, and what is left after partial reads")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 201;
     const int server = pair.server.get();
     // One send below the loopback MSS arrives whole: once the reader is readable, all 1000 bytes are there.
@@ -101,11 +101,17 @@ CONFORM_SCENARIO(fionread_after_arrival, "queue sizes",
 CONFORM_SCENARIO(siocoutq_after_peer_read, "queue sizes",
                  "SIOCOUTQ and SIOCOUTQNSD are 0 once the peer has read everything and answered")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 202;
-    obs.note("SIOCOUTQ before sending", ioctl_int(pair.client.get(), SIOCOUTQ));
-    obs.ret("send 100000", send_pattern(pair.client.get(), seed, 0, 100000));
-    note_read(obs, "peer read", read_stream(pair.server.get(), seed, 0, 100000, 5000));
+    const int client = pair.client.get();
+    obs.note("SIOCOUTQ before sending", ioctl_int(client, SIOCOUTQ));
+    Sent sent;
+    {
+        Thread sender([&] { sent = send_stream(client, seed, 0, 100000, 64 * kKiB, 5000); },
+                      [client] { ::shutdown(client, SHUT_RDWR); });
+        note_read(obs, "peer read", read_stream(pair.server.get(), seed, 0, 100000, 5000));
+    }
+    note_sent(obs, "send 100000", sent);
     // The answer carries the acknowledgement of everything the peer received: once it is read, nothing is unacked.
     obs.ret("peer answers 1", send_pattern(pair.server.get(), seed + 1, 0, 1));
     note_read(obs, "answer", read_stream(pair.client.get(), seed + 1, 0, 1, 2000));
@@ -117,7 +123,7 @@ CONFORM_SCENARIO(siocoutq_after_peer_read, "queue sizes",
 CONFORM_SCENARIO(tcp_inq_control_message, "queue sizes",
                  "TCP_INQ: recvmsg() returns a TCP_CM_INQ control message with the bytes still queued")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 203;
     const int server = pair.server.get();
     int on = 1;

@@ -59,7 +59,7 @@ long long send_urgent(int fd)
 CONFORM_SCENARIO(oob_out_of_line, "urgent data",
                  "MSG_OOB: POLLPRI, SIOCATMARK, recv(MSG_OOB) gets the byte, the stream stops at the mark")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 501;
     const int client = pair.client.get();
     const int server = pair.server.get();
@@ -81,7 +81,7 @@ CONFORM_SCENARIO(oob_out_of_line, "urgent data",
 CONFORM_SCENARIO(oob_inline, "urgent data",
                  "MSG_OOB with SO_OOBINLINE: the urgent byte stays in the stream, the first read stops at the mark")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 502;
     const int client = pair.client.get();
     const int server = pair.server.get();

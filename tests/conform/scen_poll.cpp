@@ -1,5 +1,6 @@
 // Scenarios: readiness. poll, select and epoll (level- and edge-triggered) before and after data, after a partial
-// read, on a half-close (EPOLLRDHUP) and once both directions are shut (POLLHUP).
+// read, on a half-close (EPOLLRDHUP) and once both directions are shut (POLLHUP). On non-blocking sockets, as the
+// event loops that ask these questions use them.
 #include "tests/conform/scen_helpers.hpp"
 
 #include <sys/epoll.h>
@@ -101,7 +102,7 @@ constexpr short kAll = POLLIN | POLLPRI | POLLOUT | POLLRDHUP;
 
 CONFORM_SCENARIO(poll_readiness, "readiness", "poll: POLLIN only with unread data, POLLOUT when writable")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 301;
     const int server = pair.server.get();
     obs.note("reader before data", poll_once(server, kAll, 0));
@@ -117,7 +118,7 @@ CONFORM_SCENARIO(poll_readiness, "readiness", "poll: POLLIN only with unread dat
 
 CONFORM_SCENARIO(select_readiness, "readiness", "select: readable only with unread data, writable when writable")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 302;
     const int server = pair.server.get();
     obs.note("reader before data", select_once(server, 0));
@@ -133,7 +134,7 @@ CONFORM_SCENARIO(select_readiness, "readiness", "select: readable only with unre
 
 CONFORM_SCENARIO(epoll_level_triggered, "readiness", "epoll level-triggered: EPOLLIN while unread data remains")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 303;
     const int server = pair.server.get();
     Epoll ep(server, EPOLLIN | EPOLLOUT);
@@ -150,7 +151,7 @@ CONFORM_SCENARIO(epoll_level_triggered, "readiness", "epoll level-triggered: EPO
 
 CONFORM_SCENARIO(epoll_edge_triggered, "readiness", "epoll edge-triggered: one EPOLLIN per arrival, none on re-wait")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 304;
     const int server = pair.server.get();
     Epoll ep(server, EPOLLIN | EPOLLET);
@@ -170,7 +171,7 @@ CONFORM_SCENARIO(epoll_edge_triggered, "readiness", "epoll edge-triggered: one E
 
 CONFORM_SCENARIO(epoll_rdhup_half_close, "readiness", "epoll: EPOLLRDHUP after the peer's shutdown(SHUT_WR)")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 305;
     const int server = pair.server.get();
     Epoll reader(server, EPOLLIN | EPOLLRDHUP);
@@ -187,9 +188,10 @@ CONFORM_SCENARIO(epoll_rdhup_half_close, "readiness", "epoll: EPOLLRDHUP after t
 
 CONFORM_SCENARIO(poll_hup_both_shut, "readiness", "poll: POLLRDHUP on a half-close, POLLHUP once both ends shut")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const int client = pair.client.get();
     const int server = pair.server.get();
+    exchange(obs, client, server, 306);
     obs.ret("server shutdown(SHUT_WR)", ::shutdown(server, SHUT_WR));
     obs.note("client waits for the half-close", poll_once(client, POLLRDHUP, 2000));
     obs.note("client after the peer's half-close", poll_once(client, kAll, 0));

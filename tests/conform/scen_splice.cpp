@@ -1,5 +1,7 @@
 // Scenarios: zero-copy paths. splice() from a socket through a pipe to another socket (a proxy), sendfile() from a
-// file, vmsplice() into a pipe spliced to a socket, and a reader that reads with splice() (what haproxy does).
+// file, vmsplice() into a pipe spliced to a socket, and a reader that reads with splice() (what haproxy does). On
+// non-blocking sockets, as a proxy's event loop uses them: a socket that is full says EAGAIN, and poll() says when
+// to go on.
 #include "tests/conform/scen_helpers.hpp"
 
 #include <fcntl.h>
@@ -69,12 +71,18 @@ long long splice_from_socket(int sock, const Pipe& pipe, int timeout_ms, std::st
     }
 }
 
-// Splices exactly n bytes from the pipe to a (blocking) socket.
+// Splices exactly n bytes from the pipe to a socket, waiting in poll() for POLLOUT while the socket is full (5 s at
+// most).
 bool splice_to_socket(const Pipe& pipe, int sock, size_t n)
 {
+    Deadline deadline(5000);
     while (n > 0) {
         ssize_t m = ::splice(pipe.read.get(), nullptr, sock, nullptr, n, SPLICE_F_MOVE);
         if (m < 0 && errno == EINTR) {
+            continue;
+        }
+        if (m < 0 && errno == EAGAIN && !deadline.passed()) {
+            wait_writable(sock, std::min(deadline.left_ms(), 100));
             continue;
         }
         if (m <= 0) {
@@ -89,20 +97,18 @@ bool splice_to_socket(const Pipe& pipe, int sock, size_t n)
 
 CONFORM_SCENARIO(splice_socket_to_socket, "splice", "A proxy splices socket -> pipe -> socket: every byte through")
 {
-    PairOptions inbound_options;
-    inbound_options.server_nonblock = true;
-    Pair inbound = make_pair(inbound_options); // client -> proxy
-    Pair outbound = make_pair();               // proxy (server end) -> final reader (client end)
+    Pair inbound = make_pair(nonblocking());  // client -> proxy
+    Pair outbound = make_pair(nonblocking()); // proxy (server end) -> final reader (client end)
     Pipe pipe = make_pipe();
     const uint32_t seed = 401;
     constexpr size_t total = kMiB + 3;
     const int source = inbound.client.get();
     const int sink = outbound.client.get();
-    long long sent = 0;
+    Sent sent;
     Read got;
     Thread sender(
         [&] {
-            sent = send_chunks(source, seed, 0, total, 64 * kKiB);
+            sent = send_stream(source, seed, 0, total, 64 * kKiB, 8000);
             ::shutdown(source, SHUT_WR);
         },
         [source] { ::shutdown(source, SHUT_RDWR); });
@@ -116,14 +122,14 @@ CONFORM_SCENARIO(splice_socket_to_socket, "splice", "A proxy splices socket -> p
     obs.note("proxy's splice ended by", end);
     obs.note("proxy relayed", relayed);
     sender.join();
-    obs.note("sender sent", sent);
+    note_sent(obs, "sender sent", sent);
     reader.join();
     note_read(obs, "final reader", got);
 }
 
 CONFORM_SCENARIO(sendfile_file_to_socket, "splice", "sendfile() from a file to a socket: every byte arrives")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     const uint32_t seed = 402;
     constexpr size_t total = kMiB + 5;
     Fd file(::memfd_create("conform-sendfile", MFD_CLOEXEC));
@@ -138,9 +144,14 @@ CONFORM_SCENARIO(sendfile_file_to_socket, "splice", "sendfile() from a file to a
     Thread sender(
         [&] {
             off_t offset = 0;
+            Deadline deadline(8000);
             while (static_cast<size_t>(offset) < total) {
                 ssize_t r = ::sendfile(fd, file_fd, &offset, total - static_cast<size_t>(offset));
                 if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (r < 0 && errno == EAGAIN && !deadline.passed()) {
+                    wait_writable(fd, std::min(deadline.left_ms(), 100));
                     continue;
                 }
                 if (r <= 0) {
@@ -160,7 +171,7 @@ CONFORM_SCENARIO(sendfile_file_to_socket, "splice", "sendfile() from a file to a
 
 CONFORM_SCENARIO(vmsplice_pipe_to_socket, "splice", "vmsplice() into a pipe, splice() to a socket: every byte arrives")
 {
-    Pair pair = make_pair();
+    Pair pair = make_pair(nonblocking());
     Pipe pipe = make_pipe();
     const uint32_t seed = 403;
     constexpr size_t total = 256 * kKiB + 9;
@@ -201,17 +212,15 @@ CONFORM_SCENARIO(vmsplice_pipe_to_socket, "splice", "vmsplice() into a pipe, spl
 
 CONFORM_SCENARIO(splice_reader, "splice", "A reader that reads with splice() socket -> pipe gets every byte and EOF")
 {
-    PairOptions options;
-    options.server_nonblock = true;
-    Pair pair = make_pair(options);
+    Pair pair = make_pair(nonblocking());
     Pipe pipe = make_pipe();
     const uint32_t seed = 404;
     constexpr size_t total = 256 * kKiB + 1;
     const int fd = pair.client.get();
-    long long sent = 0;
+    Sent sent;
     Thread sender(
         [&] {
-            sent = send_chunks(fd, seed, 0, total, 16 * kKiB);
+            sent = send_stream(fd, seed, 0, total, 16 * kKiB, 8000);
             ::shutdown(fd, SHUT_WR);
         },
         [fd] { ::shutdown(fd, SHUT_RDWR); });
@@ -236,5 +245,5 @@ CONFORM_SCENARIO(splice_reader, "splice", "A reader that reads with splice() soc
     obs.note("splice reader bytes", got);
     obs.flag("splice reader intact", intact && offset <= total);
     sender.join();
-    obs.note("sender sent", sent);
+    note_sent(obs, "sender sent", sent);
 }

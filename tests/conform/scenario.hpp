@@ -96,7 +96,13 @@ struct Pair {
     void accept_now(const PairOptions& options);
 };
 
-// Listens on an ephemeral loopback port, connects (in the client's mode), accepts, warms up. Throws
+// A loopback port of this run of this scenario's own, for a listener (make_pair takes its ports from here too). Each
+// run of each scenario has a range of its own, never an ephemeral port: sockredir remembers per server port how its
+// readers read (a blocking reader keeps later connections to that port off the map), so a port an earlier scenario
+// used could put a later one on TCP by chance. Throws std::runtime_error when the run's range is used up.
+uint16_t next_port();
+
+// Listens on a port of next_port(), connects (in the client's mode), accepts, warms up. Throws
 // std::runtime_error on failure. A story runs redirected only when both ends are non-blocking: sockredir keeps a
 // connection with a blocking reader on TCP (kernel-notes.md section 1).
 Pair make_pair(const PairOptions& options = {});
