@@ -21,17 +21,15 @@
 # fails, is reported and the test goes on: it fails at the end with every problem found.
 set -euo pipefail
 
-# The cases that fail redirected on today's code, measured (kernel 6.18, the data path that
-# redirects only to readers seen reading non-blocking): haproxy's first reads of a
-# connection are non-blocking recv()s that find nothing, which proves its reader, so the
-# client's request is redirected into haproxy's socket; haproxy then reads with splice(),
-# which sees only the TCP receive queue (and passes no tracepoint sockredir sees): the
-# download stalls with 0 bytes (the request, 86 bytes, is the one message redirected). The
-# blocking Python clients (signal-client, duplex-client) pass: sockredir keeps a client that
-# is blocking at connect() off the map (skipped_blocking_client). A listed case
-# that fails prints "KNOWN BROKEN" and does not fail the test; one that passes fails it
-# ("fixed: remove it from KNOWN_BROKEN_REDIRECTED"), so the list stays exact.
-KNOWN_BROKEN_REDIRECTED="haproxy-splice"
+# The cases that fail redirected on today's code, measured (kernel 6.18): none. haproxy with
+# forced splice passes since a reader is proven only by a read that returned data (its first
+# reads are non-blocking recv()s that find nothing, then it splices: never proven, its
+# directions stay on TCP); the blocking Python clients (signal-client, duplex-client) pass
+# because sockredir keeps a client that is blocking at connect() off the map
+# (skipped_blocking_client). A listed case that fails prints "KNOWN BROKEN" and does not
+# fail the test; one that passes fails it ("fixed: remove it from KNOWN_BROKEN_REDIRECTED"),
+# so the list stays exact.
+KNOWN_BROKEN_REDIRECTED=""
 
 bin="${1:-${SOCKREDIR_BIN:-}}"
 
