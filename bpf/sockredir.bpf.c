@@ -377,6 +377,7 @@ int sockredir_observe_tp(__u64 *ctx)
 	return observe((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
 }
 
+#ifndef SOCKREDIR_NO_FEXIT
 /* The same where that tracepoint does not exist (6.1): sock_recvmsg(sock, msg, flags) returning ret. */
 SEC("fexit/sock_recvmsg")
 int sockredir_observe_fexit(__u64 *ctx)
@@ -385,6 +386,7 @@ int sockredir_observe_fexit(__u64 *ctx)
 
 	return observe(so ? so->sk : 0, (int)ctx[3], (int)ctx[2]);
 }
+#endif
 
 SEC("sk_msg")
 int sockredir_msg(struct sk_msg_md *msg)

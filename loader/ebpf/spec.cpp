@@ -69,7 +69,10 @@ MapSpec map_spec(const elf::MapSpec& m)
 
 ProgramSpec program_spec(elf::ProgramSpec& p, const elf::ObjectSpec& object)
 {
-    const SectionType* t = section_type(p.section);
+    // libbpf's "?" prefix ("?fexit/sock_recvmsg"): a program not loaded unless asked for by name. Loaders that
+    // load whole objects (bpftool prog loadall) leave it out; this one loads programs by name anyway.
+    const std::string kind = p.section.size() > 1 && p.section[0] == '?' ? p.section.substr(1) : p.section;
+    const SectionType* t = section_type(kind);
     if (t == nullptr) {
         std::string known;
         for (const auto& k : kSectionTypes)
@@ -84,7 +87,7 @@ ProgramSpec program_spec(elf::ProgramSpec& p, const elf::ObjectSpec& object)
     s.expected_attach_type = t->expected_attach_type;
     s.attach_type = t->attach_type;
     if (t->prefix)
-        s.attach_to = p.section.substr(p.section.find('/') + 1);
+        s.attach_to = kind.substr(kind.find('/') + 1);
     // The parsed object is ours to take apart: its instructions and records move, they are not copied.
     s.insns = std::move(p.insns);
     s.func_info = std::move(p.func_info);

@@ -45,9 +45,11 @@ class Loaders:
             return elapsed, int(f.read().split()[-1])
 
     def build_bpftool_object(self):
-        """The object sockredir-min embeds (the build's sockredir.bpf.o, or $SOCKREDIR_BPF_OBJECT): its maps are
-        BTF-defined, as libbpf declares them, so bpftool loads the very same bytes."""
-        obj = os.environ.get("SOCKREDIR_BPF_OBJECT") or os.path.join(os.path.dirname(self.bin), "sockredir.bpf.o")
+        """The object sockredir-min embeds, built without the two programs this host's kernel refuses (the fexit
+        observer, the eviction iterator: bpftool prog loadall cannot leave them out): the build's
+        sockredir_loadall.bpf.o. Its maps are BTF-defined, as libbpf declares them, and its programs are the ones
+        attach loads here, so both loaders load the same."""
+        obj = os.path.join(os.path.dirname(self.bin), "sockredir_loadall.bpf.o")
         if not os.path.isfile(obj):
             raise BenchError(f"{obj}: the BPF object is not built (ninja -C build)")
         self.bpftool_obj = obj
@@ -109,7 +111,8 @@ class Loaders:
         if "sockredir_sockops" not in shown or "sock_ops" not in shown:
             raise BenchError(f"bpftool cgroup attach did not attach sock_ops to {cg}:\n{shown}")
         pins = sorted(os.listdir(pin))
-        for name in ("sock_hash", "counters", "config", "path_state", "sockredir_msg", "sockredir_sockops"):
+        for name in ("sock_hash", "counters", "config", "sock_state", "flows", "learned", "sockredir_msg",
+                     "sockredir_sockops", "sockredir_observe_tp"):
             if name not in pins:
                 raise BenchError(f"bpftool prog loadall pinned no {name} (pins: {pins})")
         self.bpftool_detach(cg, pin)
