@@ -7,7 +7,10 @@ if (($# != 1)); then
     exit 2
 fi
 bin="$1"
-max_size=1048576
+# 1.125 MiB. It was 1 MiB until the data path learned to keep TCP's promises: the receive-path observers, CO-RE in
+# every program and detach's eviction programs made the embedded object 38 KB (from 16 KB), the loader's iterators,
+# test runs and the live self-tests another ~40 KB: 1.01-1.02 MiB in all (README, "Development").
+max_size=1179648
 failures=0
 
 fail() {
