@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <string>
 
 #include "loader/base/decimal.hpp"
@@ -16,6 +17,9 @@ using base::Error;
 static_assert(SOCKREDIR_AF_INET == AF_INET, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
 static_assert(SOCKREDIR_AF_INET6 == AF_INET6, "bpf/sockredir_shared.h disagrees with <sys/socket.h>");
 static_assert(sizeof(sockredir_key) == 48, "the key must have no padding");
+// config.defects took the word that was reserved: max_inflight and ports stay where older objects have them.
+static_assert(offsetof(sockredir_config, defects) == 4 && offsetof(sockredir_config, max_inflight) == 8,
+              "the config's layout must not move");
 
 namespace {
 
