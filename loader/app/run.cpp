@@ -13,6 +13,7 @@
 
 #include "loader/app/checked_attach.hpp"
 #include "loader/app/pins.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/fd.hpp"
 #include "loader/ebpf/sys.hpp"
@@ -64,6 +65,7 @@ void run_foreground(const AttachOptions& options)
             "); adopting it: it is detached when this process stops");
     else
         say("attached to " + r.cgroup + " (pins in " + r.pin_dir + ")");
+    print_defect_warnings(r);
     say("running until SIGTERM or SIGINT");
 
     int sig = 0;

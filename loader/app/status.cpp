@@ -12,6 +12,7 @@
 
 #include "loader/app/pins.hpp"
 #include "loader/app/ports.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
@@ -73,6 +74,16 @@ std::string find_cgroup(const std::string& root, uint64_t id)
         ::closedir(d);
     }
     return {};
+}
+
+// Counter `index` of the per-CPU counters map, summed; per_cpu has one slot per possible CPU.
+uint64_t sum_counter(int map, uint32_t index, std::vector<uint64_t>& per_cpu)
+{
+    uint64_t sum = 0;
+    if (sys::map_lookup(map, &index, per_cpu.data()))
+        for (uint64_t v : per_cpu)
+            sum += v;
+    return sum;
 }
 
 } // namespace
@@ -154,16 +165,20 @@ Status read_status(const std::string& pin_dir)
     Fd counters = sys::obj_get(p / SOCKREDIR_MAP_COUNTERS);
     s.counters_id = sys::map_info(counters.get()).id;
     std::vector<uint64_t> per_cpu(possible_cpus());
-    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
-        if (!sys::map_lookup(counters.get(), &i, per_cpu.data()))
-            continue;
-        for (uint64_t v : per_cpu)
-            s.counters[i] += v;
-    }
+    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
+        s.counters[i] = sum_counter(counters.get(), i, per_cpu);
 
-    if (const auto config = read_config(p.path()))
+    if (const auto config = read_config(p.path())) {
         s.ports = format_ports(config->value);
+        s.defects = config->value.defects;
+    }
     return s;
+}
+
+uint64_t read_counter(const std::string& pin_dir, uint32_t index)
+{
+    std::vector<uint64_t> per_cpu(possible_cpus());
+    return sum_counter(sys::obj_get(PinDir(pin_dir) / SOCKREDIR_MAP_COUNTERS).get(), index, per_cpu);
 }
 
 std::string format_text(const Status& s)
@@ -184,6 +199,7 @@ std::string format_text(const Status& s)
     add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
     add("  ports         %s\n", s.ports.c_str());
     add("  observer      %s\n", s.observer.empty() ? "none: every connection stays on TCP" : s.observer.c_str());
+    add("  kernel defects  %s\n", format_defects(s.defects).c_str());
     add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         add("  %-24s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
@@ -217,6 +233,9 @@ std::string format_json(const Status& s)
         out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
         out += ",\"ports\":" + json_string(s.ports);
         out += ",\"observer\":" + json_string(s.observer);
+        // What attach's live self-tests found on this kernel, and which of them it ran.
+        out += ",\"defects\":[" + defect_list(s.defects, true) + "],\"defects_probed\":[" +
+               defect_list(s.defects >> SOCKREDIR_DEFECT_PROBED_SHIFT, true) + "]";
         out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
                ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
                "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +
