@@ -103,11 +103,6 @@ long long now_us()
     return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
-std::string errno_text(int err)
-{
-    return std::strerror(err);
-}
-
 // Every failure of the child's steps: "CALL WHAT: strerror(errno)", or WHAT alone without a call. One place that
 // builds the strings, not one per step.
 [[noreturn]] [[gnu::noinline]] void fail(const char* call, const char* what)
@@ -168,29 +163,15 @@ std::optional<std::string> host_cgroup2()
 }
 
 // What a child of `pid` may have left: its cgroup (unless it said it removed it), and the mount points under /tmp
-// (their mounts went with its mount namespace). Where no cgroup2 is mounted here the child mounted its own, so its
-// cgroup is removed through another private mount, in a helper of its own: this process's mounts stay as they are.
+// (their mounts went with its mount namespace). Where no cgroup2 is mounted here, the child mounted its own: a cgroup
+// it could not remove is out of sight until cgroup2 is mounted (attach mounts it), and the first run after that
+// removes it (remove_stale).
 void remove_leftovers(pid_t pid, bool cgroup_removed)
 {
     const std::string name = name_of(pid);
     const std::string tmp = kTmp + name;
-    if (cgroup_removed) {
-    } else if (const auto root = host_cgroup2()) {
+    if (const auto root = host_cgroup2(); root && !cgroup_removed)
         remove_dir(*root + "/" + name);
-    } else if (ebpf::pin_exists(tmp + "/cgroup2")) {
-        const pid_t helper = fork_single_threaded();
-        if (helper == 0) {
-            try {
-                private_mounts();
-                mount_at(tmp + "/cgroup2", "cgroup2", nullptr);
-                remove_dir(tmp + "/cgroup2/" + name);
-            } catch (...) {
-            }
-            ::_exit(0);
-        }
-        if (helper > 0)
-            ::waitpid(helper, nullptr, 0);
-    }
     for (const char* sub : {"/cgroup2", "/bpffs", ""})
         ::rmdir((tmp + sub).c_str());
 }
@@ -200,13 +181,15 @@ bool gone(pid_t pid)
 {
     if (::kill(pid, 0) != 0)
         return errno == ESRCH;
-    try {
-        const std::string stat = base::read_file_text("/proc/" + std::to_string(pid) + "/stat");
-        const auto paren = stat.rfind(')');
-        return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
-    } catch (const Error&) {
-        return true; // gone since
-    }
+    // "PID (COMM) STATE ...": the state follows the last ')'.
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "/proc/%d/stat", static_cast<int>(pid));
+    const Fd f(::open(buf, O_RDONLY | O_CLOEXEC));
+    const ssize_t n = f ? ::read(f.get(), buf, sizeof buf) : -1;
+    for (ssize_t i = n - 3; i >= 0; --i)
+        if (buf[i] == ')')
+            return buf[i + 2] == 'Z';
+    return n < 0; // gone since
 }
 
 // Leftovers of runs whose parent was killed before it could clean up (its child died with it: PR_SET_PDEATHSIG).
@@ -590,7 +573,7 @@ SelfTestRun::SelfTestRun(std::span<const std::byte> object, SelfTestScope scope)
     remove_stale();
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) {
-        start_error_ = "pipe2: " + errno_text(errno);
+        start_error_ = std::string("pipe2: ") + std::strerror(errno);
         return;
     }
     const pid_t parent = ::getpid();
@@ -601,7 +584,7 @@ SelfTestRun::SelfTestRun(std::span<const std::byte> object, SelfTestScope scope)
     }
     ::close(fds[1]);
     if (pid < 0) {
-        start_error_ = "fork: " + errno_text(errno);
+        start_error_ = std::string("fork: ") + std::strerror(errno);
         ::close(fds[0]);
         return;
     }
