@@ -600,11 +600,12 @@ SelfTestReport SelfTestRun::finish()
         if (scope_ == SelfTestScope::Cheap && f.spec->needs_attach)
             f.detail = "not run by attach (it costs an attach of its own; sockredir-min check runs it)";
     std::string stopped = start_error_;
-    const long long deadline = started_us_ + kTimeoutMs * 1000LL;
+    const int timeout_ms = scope_ == SelfTestScope::All ? kTimeoutMs : kCheapTimeoutMs;
+    const long long deadline = started_us_ + timeout_ms * 1000LL;
     while (out_ >= 0) {
         const long long left = (deadline - now_us()) / 1000;
         if (left <= 0 || !wait_for(out_, POLLIN, static_cast<int>(left))) {
-            stopped = "the self-tests did not finish within " + std::to_string(kTimeoutMs / 1000) + " s";
+            stopped = "the self-tests did not finish within " + std::to_string(timeout_ms / 1000) + " s";
             ::kill(pid_, SIGKILL);
             break;
         }

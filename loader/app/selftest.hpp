@@ -50,11 +50,15 @@ enum class SelfTestScope {
 // The probes running in a child of their own: the constructor forks it and returns at once, so that attach can load
 // its programs meanwhile; finish() collects the findings. The child holds the namespaces, the mounts (private to its
 // mount namespace: the bpffs of its own attachment, cgroup2 where none is mounted) and its cgroup; the parent
-// removes whatever the child left, by the child's pid, however it ended (killed after kTimeoutMs, or by a signal),
+// removes whatever the child left, by the child's pid, however it ended (killed after its time, or by a signal),
 // and first what earlier runs that were killed themselves left. The destructor kills and cleans up an unfinished run.
 class SelfTestRun {
 public:
-    static constexpr int kTimeoutMs = 3000;
+    // How long the child may take before it is killed: far beyond what the probes take (well under a second here), so
+    // that a slow machine (an emulated VM reads the kernel's BTF for seconds) still finishes them; the cheap probe
+    // alone is bounded tighter, since attach waits for it.
+    static constexpr int kTimeoutMs = 20000;
+    static constexpr int kCheapTimeoutMs = 3000;
 
     // `object`: the attachment's object for the probes that need one (All).
     SelfTestRun(std::span<const std::byte> object, SelfTestScope scope);
