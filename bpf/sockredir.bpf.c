@@ -176,8 +176,14 @@ static __always_inline int established(struct bpf_sock_ops *skops, __u32 passive
 			return 1;
 		}
 	}
+	/*
+	 * A server's reads are its program's: one that read a connection in blocking mode reads the next ones so too,
+	 * and keeping them off spares them the first blocking read on tcp_bpf's path. A client's are not (one client
+	 * of a port may block, the next not: redis-benchmark's first connection is hiredis' blocking one): a client
+	 * is judged by its own socket.
+	 */
 	learn_key_of(&key, passive, &lk);
-	bad = bpf_map_lookup_elem(&learned, &lk);
+	bad = passive ? bpf_map_lookup_elem(&learned, &lk) : 0;
 	if (bad && *bad == SOCKREDIR_LEARNED_BAD) {
 		count(SOCKREDIR_SKIPPED_LEARNED, 1);
 		return 1;
@@ -336,8 +342,10 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 	}
 	if (why) {
 		close_connection(me, flow, why);
-		learn_key_of(&me->key, me->flags & SOCKREDIR_SOCK_PASSIVE, &lk);
-		bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+		if (me->flags & SOCKREDIR_SOCK_PASSIVE) {
+			learn_key_of(&me->key, 1, &lk);
+			bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+		}
 	} else if (!flow->reader_ok) {
 		flow->reader_ok = 1;
 	}
@@ -382,7 +390,7 @@ int sockredir_msg(struct sk_msg_md *msg)
 	struct sockredir_flow *flow;
 	struct sockredir_sock *me;
 	struct tcp_sock *tp;
-	__u64 queued;
+	__u64 queued, cost;
 	__u32 zero = 0;
 	__u32 why;
 
@@ -412,12 +420,25 @@ int sockredir_msg(struct sk_msg_md *msg)
 		me->flags |= SOCKREDIR_SOCK_EVICT;
 		goto tcp;
 	}
-	/* Flow control: what the reader has not read yet, each message with the kernel memory it holds. */
-	queued = (flow->redirected_bytes - flow->read_bytes) +
-		 (flow->redirected_msgs - flow->read_msgs) * SOCKREDIR_MSG_COST;
-	if (queued + msg->size + SOCKREDIR_MSG_COST > cfg->max_inflight) {
-		why = SOCKREDIR_PASS_HELD;
-		goto tcp;
+	/*
+	 * Flow control: what the reader has not read yet, each message with the kernel memory it holds, stays
+	 * within --max-inflight. The sender spends a credit and looks at the reader's progress (another CPU's cache
+	 * line) only when it runs out: the reader only ever lowers what is queued, so the bound holds.
+	 */
+	cost = msg->size + SOCKREDIR_MSG_COST;
+	if (me->credit < cost) {
+		__u64 bytes = flow->redirected_bytes, msgs = flow->redirected_msgs;
+		__u64 read_bytes = flow->read_bytes, read_msgs = flow->read_msgs;
+
+		/* The observer's counts race the sender's (two readers, a stale resync): never below zero. */
+		queued = (bytes > read_bytes ? bytes - read_bytes : 0) +
+			 (msgs > read_msgs ? msgs - read_msgs : 0) * SOCKREDIR_MSG_COST;
+		if (queued + cost > cfg->max_inflight) {
+			me->credit = 0;
+			why = SOCKREDIR_PASS_HELD;
+			goto tcp;
+		}
+		me->credit = cfg->max_inflight - queued;
 	}
 	if (me->path != SOCKREDIR_PATH_REDIRECT) {
 		if (!flow->reader_ok) {
@@ -443,8 +464,10 @@ int sockredir_msg(struct sk_msg_md *msg)
 		me->path = SOCKREDIR_PATH_REDIRECT;
 		count(SOCKREDIR_PROMOTED, 1);
 	}
-	__sync_fetch_and_add(&flow->redirected_bytes, msg->size);
-	__sync_fetch_and_add(&flow->redirected_msgs, 1);
+	/* Only this socket's sendmsg writes these, under its socket lock. */
+	flow->redirected_bytes += msg->size;
+	flow->redirected_msgs += 1;
+	me->credit -= cost;
 	count(SOCKREDIR_MSG_REDIRECTED, 1);
 	count(SOCKREDIR_BYTES_REDIRECTED, msg->size);
 	return SK_PASS;

@@ -128,22 +128,33 @@ struct sockredir_sock {
 	__u32 flags;               /* SOCKREDIR_SOCK_* */
 	__u32 copied_seq;          /* the socket's TCP copied_seq after its last observed read */
 	__u32 reserved;
+	/* Flow control: bytes this socket may still redirect before it looks at what its reader has read again
+	 * (the reader's cache line). Never more than --max-inflight minus what was unread when last looked. */
+	__u64 credit;
 };
 
-/* One direction of a connection, in "flows" under the key of the socket that receives it. */
+/*
+ * One direction of a connection, in "flows" under the key of the socket that receives it. The sender writes the
+ * first 64 bytes (under its socket lock: plain adds), the receive-path observer the second 64 (atomically: two
+ * readers of one socket race): two cache lines, so the two CPUs do not bounce one line per message.
+ */
 struct sockredir_flow {
-	__u64 redirected_bytes; /* by the sender's sk_msg */
+	/* The sender's (sk_msg). */
+	__u64 redirected_bytes;
 	__u64 redirected_msgs;
-	__u64 read_bytes;       /* of those, read by the receiver (the receive-path observer) */
-	__u64 read_msgs;        /* a lower bound of the messages read; all of them once every byte is read */
-	__u64 never_ns;         /* when FLOW_NEVER was set (bpf_ktime_get_ns) */
-	__u32 rx_copied_seq;    /* the receiver's TCP copied_seq after its last observed read */
-	/* Words of their own, set to 1 by plain stores: the BPF target before v3 has no 32-bit atomic or. */
-	__u32 reader_ok;        /* the receiver was seen reading in a way the redirect path serves as TCP does */
-	__u32 never;            /* it was seen reading in a way it does not: TCP for good, and evict */
+	__u64 never_ns;         /* when never was set (bpf_ktime_get_ns) */
+	__u32 never;            /* the receiver was seen reading in a way the redirect path breaks: TCP for good */
 	__u32 reason;           /* the SOCKREDIR_READER_* that closed it */
 	__u16 port;             /* the learned-behaviour key of the receiver: its server port, */
 	__u16 side;             /* and whether it is the server's end (1) or the client's (0) */
+	__u32 reserved0;
+	__u64 reserved1[3];
+	/* The observer's: what the receiver read. */
+	__u64 read_bytes;       /* of the redirected bytes, read by the receiver */
+	__u64 read_msgs;        /* a lower bound of the messages read; all of them once every byte is read */
+	__u32 rx_copied_seq;    /* the receiver's TCP copied_seq after its last observed read */
+	__u32 reader_ok;        /* the receiver was seen reading in a way the redirect path serves as TCP does */
+	__u64 reserved2[5];
 };
 
 /* Key of "learned": how the readers behind one server port of one network namespace read. */

@@ -114,10 +114,8 @@ void check_contract(const ebpf::CollectionSpec& spec)
 
 uint64_t default_max_inflight()
 {
-    // Past a redirected flight, TCP's own flow control holds another send buffer (up to tcp_wmem's 4 MiB): a
-    // larger default would let one stalled reader pin tens of MiB (tcp_rmem's maximum is 32 MiB on some hosts).
-    constexpr uint64_t kDefaultInflightCap = 4ULL << 20;
-    constexpr uint64_t kKernelDefault = kDefaultInflightCap;
+    // The kernel's own default for tcp_rmem's maximum.
+    constexpr uint64_t kKernelDefault = 6ULL << 20;
     try {
         // "4096\t131072\t6291456\n": min, default, max.
         const std::string text = base::read_file_text("/proc/sys/net/ipv4/tcp_rmem");
@@ -128,7 +126,7 @@ uint64_t default_max_inflight()
         const auto n = base::parse_decimal(std::string_view(text).substr(first + 1, last - first));
         if (!n || *n < kMinInflight)
             return kKernelDefault;
-        return std::min<uint64_t>(*n, kDefaultInflightCap);
+        return std::min<uint64_t>(*n, kMaxInflight);
     } catch (const Error&) {
         return kKernelDefault;
     }

@@ -36,8 +36,9 @@ inline constexpr const char* kRequiredPrograms[] = {SOCKREDIR_PROG_SOCKOPS, SOCK
 inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_TP, SOCKREDIR_PROG_OBSERVE_FEXIT};
 
 // --max-inflight's default: the largest receive buffer TCP autotunes to here (the third value of
-// net.ipv4.tcp_rmem), at most 4 MiB, so a reader that stops holds the sender back about where plain TCP would
-// (TCP's own flow control then adds its send buffer); 4 MiB when it cannot be read.
+// net.ipv4.tcp_rmem), so a reader that stops holds its sender back about where plain TCP would at worst (a full
+// receive buffer; TCP's own flow control then adds a send buffer); 6 MiB, the kernel's default, when it cannot be
+// read.
 uint64_t default_max_inflight();
 inline constexpr uint64_t kMinInflight = 64 * 1024;
 inline constexpr uint64_t kMaxInflight = 1ULL << 30;

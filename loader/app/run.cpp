@@ -65,6 +65,11 @@ void run_foreground(const AttachOptions& options)
             "); adopting it: it is detached when this process stops");
     else
         say("attached to " + r.cgroup + " (pins in " + r.pin_dir + ")");
+    if (r.outcome == AttachOutcome::Attached && r.observer.empty())
+        std::fprintf(stderr,
+                     "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
+                     "stays on TCP\n",
+                     r.no_observer_reason.c_str());
     print_defect_warnings(r);
     say("running until SIGTERM or SIGINT");
 

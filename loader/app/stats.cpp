@@ -1,6 +1,8 @@
 // The run statistics of the pinned programs over a window: BPF_ENABLE_STATS held open, two reads, the differences.
 #include "loader/app/stats.hpp"
 
+#include "loader/app/contract.hpp"
+
 #include <time.h>
 
 #include <cerrno>
@@ -90,30 +92,43 @@ RunStatsSample sample_run_stats(const std::string& pin_dir, unsigned seconds)
     // The programs are opened before the statistics go on, so that a missing pin costs the machine nothing.
     const Fd sockops = sys::obj_get(dir / SOCKREDIR_PROG_SOCKOPS);
     const Fd msg = sys::obj_get(dir / SOCKREDIR_PROG_MSG);
+    Fd observer;
+    if (ebpf::pin_exists(dir / kPinObserverLink))
+        for (const char* name : kObserverPrograms)
+            if (ebpf::pin_exists(dir / name)) {
+                observer = sys::obj_get(dir / name);
+                s.observer_name = name;
+            }
 
     const Fd stats = sys::enable_stats(BPF_STATS_RUN_TIME);
     const Reading sockops_before = read_prog(sockops);
     const Reading msg_before = read_prog(msg);
+    const Reading observer_before = observer ? read_prog(observer) : Reading{};
     sleep_seconds(seconds);
     const Reading sockops_after = read_prog(sockops);
     const Reading msg_after = read_prog(msg);
+    const Reading observer_after = observer ? read_prog(observer) : Reading{};
     // `stats` closes at the end of this scope, after the second reading: the window is covered whole.
 
     s.sock_ops = delta(sockops_before, sockops_after);
     s.sk_msg = delta(msg_before, msg_after);
+    if (observer)
+        s.observer = delta(observer_before, observer_after);
     return s;
 }
 
 std::string format_sample_text(const RunStatsSample& s)
 {
     return "run statistics over " + std::to_string(s.window_s) + " s (pins in " + s.pin_dir + ")\n" +
-           program_text("sock_ops", s.sock_ops) + program_text("sk_msg", s.sk_msg);
+           program_text("sock_ops", s.sock_ops) + program_text("sk_msg", s.sk_msg) +
+           (s.observer_name.empty() ? std::string() : program_text("observer", s.observer));
 }
 
 std::string format_sample_json(const RunStatsSample& s)
 {
     return "{\"window_s\":" + std::to_string(s.window_s) + ",\"programs\":{\"sock_ops\":" + program_json(s.sock_ops) +
-           ",\"sk_msg\":" + program_json(s.sk_msg) + "}}\n";
+           ",\"sk_msg\":" + program_json(s.sk_msg) +
+           (s.observer_name.empty() ? std::string() : ",\"observer\":" + program_json(s.observer)) + "}}\n";
 }
 
 } // namespace sockredir::app

@@ -19,6 +19,10 @@ struct RunStatsSample {
     unsigned window_s = 0;
     ProgramRunStats sock_ops;
     ProgramRunStats sk_msg;
+    // The receive-path observer, which runs on every recvmsg of the host (it returns at once for a socket that
+    // is not in the map): its program name, empty when none is attached.
+    std::string observer_name;
+    ProgramRunStats observer;
 };
 
 // Turns the kernel's run statistics on (BPF_ENABLE_STATS, BPF_STATS_RUN_TIME) for as long as the sample takes, reads

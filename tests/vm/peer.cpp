@@ -4,7 +4,9 @@
 // --expect redirected: the data skipped TCP (segments stay near the handshake and teardown count);
 // --expect tcp: the data went by TCP segments. Exit 0 when the bytes are intact and the judgement holds.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,16 +86,52 @@ bool write_all(int fd, const unsigned char* p, size_t n)
     return true;
 }
 
-// The client, in a forked child: connect, send `bytes` of the pattern, close.
+// Waits for data (poll) and reads without blocking (MSG_DONTWAIT), as an event loop does: sockredir redirects only
+// to readers it has seen read that way (a blocking read meets tcp_bpf's EAGAIN: kernel-notes.md section 1).
+ssize_t read_some(int fd, void* buf, size_t len)
+{
+    for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 30000) != 1) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            return n;
+    }
+}
+
+void set_nonblocking(int fd, bool on)
+{
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
+}
+
+// The client, in a forked child: connect (non-blocking, as event-driven clients do), one byte each way so that
+// both readers are known to sockredir (a direction starts on TCP), then `bytes` of the pattern, close.
 int client(uint16_t port, uint64_t bytes)
 {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd < 0 || (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS)) {
         std::perror("peer client: connect");
+        return 1;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::poll(&p, 1, 10000) != 1 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        std::fprintf(stderr, "peer client: connect: %s\n", std::strerror(err != 0 ? err : ETIMEDOUT));
+        return 1;
+    }
+    set_nonblocking(fd, false);
+    unsigned char hello = 'w';
+    if (!write_all(fd, &hello, 1) || read_some(fd, &hello, 1) != 1) {
+        std::perror("peer client: warm-up");
         return 1;
     }
     std::vector<unsigned char> buf(kChunk);
@@ -164,8 +202,11 @@ int main(int argc, char** argv)
     std::vector<unsigned char> buf(kChunk);
     uint64_t got = 0;
     std::string error;
-    for (;;) {
-        const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    unsigned char hello = 0;
+    if (read_some(fd, &hello, 1) != 1 || !write_all(fd, &hello, 1))
+        error = std::string("warm-up: ") + std::strerror(errno);
+    for (; error.empty();) {
+        const ssize_t n = read_some(fd, buf.data(), buf.size());
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
