@@ -150,7 +150,7 @@ void mount_at(const std::string& dir, const char* type, const char* data)
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
         fail("mkdir", dir);
     if (::mount(type, dir.c_str(), type, MS_NOSUID | MS_NODEV | MS_NOEXEC, data) != 0)
-        fail("mount", std::string(type) + " at " + dir);
+        fail("mount", dir); // the mount point says which: .../bpffs, .../cgroup2
 }
 
 std::optional<std::string> host_cgroup2()
@@ -195,21 +195,16 @@ bool gone(pid_t pid)
 // Leftovers of runs whose parent was killed before it could clean up (its child died with it: PR_SET_PDEATHSIG).
 void remove_stale()
 {
-    std::vector<std::string> names;
     for (const std::string& dir : {std::string(kTmp), host_cgroup2().value_or("")}) {
-        if (dir.empty())
-            continue;
         try {
-            for (auto& n : ebpf::list_dir(dir))
-                if (n.starts_with(kPrefix))
-                    names.push_back(std::move(n));
+            for (const auto& n : ebpf::list_dir(dir.empty() ? "/nonexistent" : dir)) {
+                const auto pid = base::parse_decimal(std::string_view(n).substr(n.starts_with(kPrefix) ? 19 : 0));
+                static_assert(std::string_view(kPrefix).size() == 19);
+                if (n.starts_with(kPrefix) && pid && *pid > 0 && *pid < (1U << 22) && gone(static_cast<pid_t>(*pid)))
+                    remove_leftovers(static_cast<pid_t>(*pid), false);
+            }
         } catch (const Error&) {
         }
-    }
-    for (const auto& n : names) {
-        const auto pid = base::parse_decimal(std::string_view(n).substr(std::strlen(kPrefix)));
-        if (pid && *pid > 0 && *pid < (1U << 22) && gone(static_cast<pid_t>(*pid)))
-            remove_leftovers(static_cast<pid_t>(*pid), false);
     }
 }
 
@@ -357,7 +352,6 @@ void on_tick(int)
 // path returns EAGAIN from it (kernel-notes.md section 1).
 void probe_blocking_read(const Reporter& rep)
 {
-    constexpr size_t index = kBlockingRead;
     Pair p = loopback_pair(false);
     Fd map = sys::map_create({.type = BPF_MAP_TYPE_SOCKHASH,
                               .key_size = 4,
@@ -401,19 +395,17 @@ void probe_blocking_read(const Reporter& rep)
     ::sigaction(SIGALRM, &old, nullptr);
 
     char text[200];
-    if (n != 1) {
+    std::snprintf(text, sizeof text,
+                  "%u EAGAIN, %u EINTR in %u ms of 1 ms timer signals (TCP: none, it restarts the recv())", eagain,
+                  eintr, ms);
+    if (n != 1)
         std::snprintf(text, sizeof text, "the blocking recv() returned %zd (%s) after %u ms", n,
                       n < 0 ? std::strerror(err) : "no byte", ms);
-        rep.finding(index, DefectState::NotProbed, text);
-    } else if (eagain > 0) {
-        std::snprintf(text, sizeof text, "%u EAGAIN in %u ms of 1 ms timer signals (TCP restarts the recv())", eagain,
-                      ms);
-        rep.finding(index, DefectState::Present, text);
-    } else {
-        std::snprintf(text, sizeof text, "no EAGAIN in %u ms of 1 ms timer signals%s", ms,
-                      eintr > 0 ? ", but EINTR (TCP restarts the recv())" : ": the recv() restarted, as on TCP");
-        rep.finding(index, eintr > 0 ? DefectState::Present : DefectState::Absent, text);
-    }
+    rep.finding(kBlockingRead,
+                n != 1               ? DefectState::NotProbed
+                : eagain + eintr > 0 ? DefectState::Present
+                                     : DefectState::Absent,
+                text);
 }
 
 // --- probes through sockredir's own attachment: close-unread-fin, fionread-redirected, tcp-info-bytes ----------------
@@ -423,11 +415,9 @@ constexpr unsigned kBytes = 1000;
 uint64_t tcp_bytes_received(int fd)
 {
     tcp_info info{};
-    socklen_t len = sizeof info;
+    socklen_t len = sizeof info; // tcpi_bytes_received is there from Linux 4.1
     if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
         fail("getsockopt", "TCP_INFO");
-    if (len < offsetof(tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received)
-        fail(nullptr, "TCP_INFO has no tcpi_bytes_received on this kernel");
     return info.tcpi_bytes_received;
 }
 
@@ -451,19 +441,24 @@ void probe_attached(const Reporter& rep, std::span<const std::byte> object, cons
     options.cgroup = cgroup;
     options.pin_dir = tmp + "/bpffs/sockredir";
     options.object = object;
+    char text[400];
     AttachResult attached;
     try {
         attached = attach(options);
     } catch (const Error& e) {
-        throw Error(std::string("attaching sockredir to the probe's cgroup: ") + e.what());
+        std::snprintf(text, sizeof text, "attaching sockredir to the probe's cgroup: %s", e.what());
+        fail(nullptr, text);
     }
-    if (attached.observer.empty())
-        throw Error("no receive-path observer loads here, so nothing is redirected (" + attached.no_observer_reason +
-                    ")");
+    if (attached.observer.empty()) {
+        std::snprintf(text, sizeof text, "no receive-path observer loads here, so nothing is redirected (%s)",
+                      attached.no_observer_reason.c_str());
+        fail(nullptr, text);
+    }
 
     Pair p = loopback_pair(true);
     warm_up(p);
-    const uint64_t redirected_before = read_counter(options.pin_dir, SOCKREDIR_BYTES_REDIRECTED);
+    // sockredir's own count: read_status, which status prints from (a walk of the cgroups too, a few ms).
+    const uint64_t redirected_before = read_status(options.pin_dir).counters[SOCKREDIR_BYTES_REDIRECTED];
     const uint64_t tcp_before = tcp_bytes_received(p.reader.get());
     char bytes[kBytes];
     std::memset(bytes, 'r', sizeof bytes);
@@ -471,11 +466,13 @@ void probe_attached(const Reporter& rep, std::span<const std::byte> object, cons
         fail("send", "1000 bytes");
     if (!wait_for(p.reader.get(), POLLIN, 1000))
         fail(nullptr, "1000 bytes sent did not arrive within 1 s");
-    const uint64_t redirected = read_counter(options.pin_dir, SOCKREDIR_BYTES_REDIRECTED) - redirected_before;
-    if (redirected < kBytes)
-        throw Error("the 1000 bytes took TCP: sockredir redirected " + std::to_string(redirected) + " of them");
+    const uint64_t redirected = read_status(options.pin_dir).counters[SOCKREDIR_BYTES_REDIRECTED] - redirected_before;
+    if (redirected < kBytes) {
+        std::snprintf(text, sizeof text, "the 1000 bytes took TCP: sockredir redirected %llu of them",
+                      static_cast<unsigned long long>(redirected));
+        fail(nullptr, text);
+    }
 
-    char text[200];
     int inq = -1;
     if (::ioctl(p.reader.get(), SIOCINQ, &inq) != 0)
         fail("ioctl", "FIONREAD");
@@ -500,8 +497,7 @@ void probe_attached(const Reporter& rep, std::span<const std::byte> object, cons
         std::snprintf(text, sizeof text, "the peer's recv() returned %zd (%s)", n, n < 0 ? std::strerror(err) : "data");
         rep.finding(kCloseUnread, DefectState::NotProbed, text);
     }
-    p.writer.reset();
-    detach(options.pin_dir);
+    // No detach: the pins are on this process's own bpffs, which goes with its mount namespace, and the link with them.
 }
 
 void run_probes(const Reporter& rep, std::span<const std::byte> object, SelfTestScope scope)

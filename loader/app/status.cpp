@@ -76,16 +76,6 @@ std::string find_cgroup(const std::string& root, uint64_t id)
     return {};
 }
 
-// Counter `index` of the per-CPU counters map, summed; per_cpu has one slot per possible CPU.
-uint64_t sum_counter(int map, uint32_t index, std::vector<uint64_t>& per_cpu)
-{
-    uint64_t sum = 0;
-    if (sys::map_lookup(map, &index, per_cpu.data()))
-        for (uint64_t v : per_cpu)
-            sum += v;
-    return sum;
-}
-
 } // namespace
 
 std::string json_string(const std::string& s)
@@ -165,20 +155,18 @@ Status read_status(const std::string& pin_dir)
     Fd counters = sys::obj_get(p / SOCKREDIR_MAP_COUNTERS);
     s.counters_id = sys::map_info(counters.get()).id;
     std::vector<uint64_t> per_cpu(possible_cpus());
-    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
-        s.counters[i] = sum_counter(counters.get(), i, per_cpu);
+    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
+        if (!sys::map_lookup(counters.get(), &i, per_cpu.data()))
+            continue;
+        for (uint64_t v : per_cpu)
+            s.counters[i] += v;
+    }
 
     if (const auto config = read_config(p.path())) {
         s.ports = format_ports(config->value);
         s.defects = config->value.defects;
     }
     return s;
-}
-
-uint64_t read_counter(const std::string& pin_dir, uint32_t index)
-{
-    std::vector<uint64_t> per_cpu(possible_cpus());
-    return sum_counter(sys::obj_get(PinDir(pin_dir) / SOCKREDIR_MAP_COUNTERS).get(), index, per_cpu);
 }
 
 std::string format_text(const Status& s)
@@ -234,8 +222,11 @@ std::string format_json(const Status& s)
         out += ",\"ports\":" + json_string(s.ports);
         out += ",\"observer\":" + json_string(s.observer);
         // What attach's live self-tests found on this kernel, and which of them it ran.
-        out += ",\"defects\":[" + defect_list(s.defects, true) + "],\"defects_probed\":[" +
-               defect_list(s.defects >> SOCKREDIR_DEFECT_PROBED_SHIFT, true) + "]";
+        out += ",\"defects\":[";
+        out += defect_list(s.defects, true);
+        out += "],\"defects_probed\":[";
+        out += defect_list(s.defects >> SOCKREDIR_DEFECT_PROBED_SHIFT, true);
+        out += "]";
         out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
                ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
                "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +

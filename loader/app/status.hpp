@@ -34,8 +34,6 @@ struct Status {
 };
 
 Status read_status(const std::string& pin_dir);
-// One counter (enum sockredir_counter) of the attachment pinned in pin_dir, summed over the CPUs.
-uint64_t read_counter(const std::string& pin_dir, uint32_t index);
 
 std::string format_text(const Status& s);
 std::string format_json(const Status& s);
