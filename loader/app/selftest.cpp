@@ -597,10 +597,12 @@ SelfTestReport SelfTestRun::finish()
             f.detail = "not run by attach (it costs an attach of its own; sockredir-min check runs it)";
     std::string stopped = start_error_;
     const int timeout_ms = scope_ == SelfTestScope::All ? kTimeoutMs : kCheapTimeoutMs;
-    const long long deadline = started_us_ + timeout_ms * 1000LL;
+    // From the start, but never less than a second from now: on a slow machine the attach beside the child may take
+    // longer than the child's time, and what the child has sent by then is read all the same.
+    const long long deadline = std::max(started_us_ + timeout_ms * 1000LL, now_us() + 1000000);
     while (out_ >= 0) {
         const long long left = (deadline - now_us()) / 1000;
-        if (left <= 0 || !wait_for(out_, POLLIN, static_cast<int>(left))) {
+        if (!wait_for(out_, POLLIN, static_cast<int>(std::max(left, 0LL)))) {
             stopped = "the self-tests did not finish within " + std::to_string(timeout_ms / 1000) + " s";
             ::kill(pid_, SIGKILL);
             break;
