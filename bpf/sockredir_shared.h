@@ -73,7 +73,9 @@ enum sockredir_counter {
  */
 struct sockredir_config {
 	__u32 flags;
-	__u32 reserved; /* zero; keeps ports 8-byte aligned */
+	/* What attach's live self-tests found on this kernel (SOCKREDIR_DEFECT_*), for status; the programs do not
+	 * read it. Also keeps ports 8-byte aligned. */
+	__u32 defects;
 	/*
 	 * Flow control (attach --max-inflight): a direction stays redirected while what its reader has not read yet
 	 * costs at most this many bytes, each queued message counted with SOCKREDIR_MSG_COST more (the kernel's
@@ -92,6 +94,17 @@ struct sockredir_config {
  * both or neither enter the map.
  */
 #define SOCKREDIR_F_PORTS (1U << 1)
+
+/*
+ * config.defects: the differences from TCP that the kernel's sockmap path leaves open, as attach proved them live
+ * (loader/app/selftest.hpp). Bit b: the defect is present; bit b << SOCKREDIR_DEFECT_PROBED_SHIFT: it was probed
+ * (no probed bit: not run, or an attach by an older sockredir-min).
+ */
+#define SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN (1U << 0)
+#define SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN (1U << 1)
+#define SOCKREDIR_DEFECT_FIONREAD (1U << 2)
+#define SOCKREDIR_DEFECT_TCP_INFO_BYTES (1U << 3)
+#define SOCKREDIR_DEFECT_PROBED_SHIFT 16
 
 /* What one queued redirected message costs beside its bytes (kernel-notes.md section 2: kmalloc-1k). */
 #define SOCKREDIR_MSG_COST 1024

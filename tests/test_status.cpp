@@ -360,6 +360,10 @@ TEST_CASE("status --json of an attachment is valid JSON with every field")
     CHECK(v.at("sockets").text == "3");
     CHECK(v.at("max_sockets").text == "65536");
     CHECK(v.at("ports").text == "80,443,8000-8100");
+    // No self-test recorded: two empty arrays.
+    CHECK(v.at("defects").kind == Json::Kind::Array);
+    CHECK(v.at("defects").items.empty());
+    CHECK(v.at("defects_probed").items.empty());
     CHECK(v.at("run_stats").at("sock_ops").at("runs").text == "0");
     CHECK(v.at("run_stats").at("sk_msg").at("run_time_ns").text == "0");
     const Json& counters = v.at("counters");
@@ -379,11 +383,16 @@ TEST_CASE("status --json prints exactly the documented object")
     s.sockops_run_ns = 500;
     s.msg_runs = 10;
     s.msg_run_ns = 1234;
+    s.defects =
+        SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN |
+        ((SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN) << SOCKREDIR_DEFECT_PROBED_SHIFT);
     CHECK(format_json(s) == "{\"attached\":true,\"pin_dir\":\"/sys/fs/bpf/sockredir\",\"draining\":true,"
                             "\"cgroup\":\"/sys/fs/cgroup/test\",\"cgroup_id\":42,\"link_id\":7,"
                             "\"programs\":{\"sock_ops\":11,\"sk_msg\":12},\"maps\":{\"sock_hash\":21,\"counters\":22},"
                             "\"sockets\":3,\"max_sockets\":65536,\"ports\":\"80,443,8000-8100\","
                             "\"observer\":\"sockredir_observe_tp\","
+                            "\"defects\":[\"blocking-read-eagain\"],"
+                            "\"defects_probed\":[\"blocking-read-eagain\",\"close-unread-fin\"],"
                             "\"run_stats\":{\"sock_ops\":{\"runs\":5,\"run_time_ns\":500},"
                             "\"sk_msg\":{\"runs\":10,\"run_time_ns\":1234}},"
                             "\"counters\":{\"sockets_added\":100,\"insert_failed\":101,\"messages_redirected\":102,"
@@ -424,6 +433,7 @@ TEST_CASE("status prints one line per field, the counters by name, and says when
         "  maps          sock_hash id 21, counters id 22",
         "  ports         80,443,8000-8100",
         "  observer      sockredir_observe_tp",
+        "  kernel defects  not recorded (no self-test ran at attach)",
         "  sockets       3 of 65536",
         "  sockets_added            100",
         "  insert_failed            101",
@@ -460,7 +470,7 @@ TEST_CASE("status shows draining, an unknown cgroup as ?, and the average run co
     s.msg_runs = 3;
     s.msg_run_ns = 301;
     const auto lines = lines_of(format_text(s));
-    REQUIRE(lines.size() == static_cast<size_t>(9 + SOCKREDIR_COUNTER_MAX));
+    REQUIRE(lines.size() == static_cast<size_t>(10 + SOCKREDIR_COUNTER_MAX));
     CHECK(lines[0] == "attached (draining)");
     CHECK(lines[1] == "  cgroup        ? (id 42)");
     CHECK(lines.back() == "  run cost      sk_msg 100 ns over 3 runs, sock_ops 250 ns over 4 runs");

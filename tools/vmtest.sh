@@ -196,12 +196,26 @@ step "plain TCP before attach"
 sockredir-vm-peer --mib 8 --expect tcp || fail "the transfer before attach did not take TCP"
 
 step "sockredir-min check"
-sockredir-min check || fail "check says this kernel cannot run sockredir"
+sockredir-min check >/tmp/check.out || { cat /tmp/check.out; fail "check says this kernel cannot run sockredir"; }
+cat /tmp/check.out
+# The live self-tests, in a namespace and cgroup of their own with cgroup2 and bpffs mounted privately: every probe
+# runs here, and says present or absent.
+grep -q '^live self-tests ' /tmp/check.out || fail "check printed no live self-tests"
+! grep -E '^  [a-z-]+ +not probed' /tmp/check.out || fail "a live self-test could not run"
+grep -qE ' (bpf|cgroup2) ' /proc/mounts && fail "check's self-tests left a mount behind"
+[ -z "$(ls /tmp | grep sockredir-selftest)" ] || fail "check's self-tests left /tmp/sockredir-selftest-* behind"
 
 step "sockredir-min attach"
 # The largest flight: this step proves the redirect path on this kernel, not the flow-control bound (the e2e tests
 # and the conformance suite do), and on one CPU the sender runs far ahead of its reader.
-sockredir-min attach --max-inflight 1073741824 || fail "attach failed"
+sockredir-min attach --max-inflight 1073741824 2>/tmp/attach.err || { cat /tmp/attach.err; fail "attach failed"; }
+cat /tmp/attach.err
+# One warning line per defect its self-test found, as check found it.
+if grep -q '^  blocking-read-eagain  present' /tmp/check.out; then
+    grep -q "^sockredir-min: warning: this kernel's sockmap path returns EAGAIN" /tmp/attach.err ||
+        fail "attach did not warn of blocking-read-eagain"
+fi
+! grep -v '^sockredir-min: warning: ' /tmp/attach.err || fail "attach printed more than warnings on stderr"
 grep -q ' /sys/fs/bpf bpf ' /proc/mounts || fail "attach did not mount bpffs at /sys/fs/bpf"
 grep -q ' cgroup2 ' /proc/mounts || fail "attach did not mount cgroup2"
 grep -E ' (bpf|cgroup2) ' /proc/mounts
@@ -211,6 +225,7 @@ sockredir-vm-peer --mib 64 --expect redirected || fail "the transfer after attac
 
 step "sockredir-min status"
 sockredir-min status || fail "status failed"
+sockredir-min status | grep -q '^  kernel defects  ' || fail "status shows no kernel defects line"
 redirected="$(sockredir-min status | awk '$1 == "bytes_redirected" { print $2 }')"
 [ "${redirected:-0}" -ge 67108864 ] || fail "status counts ${redirected:-0} bytes redirected, expected at least 64 MiB"
 

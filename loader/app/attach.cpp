@@ -265,6 +265,22 @@ PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports)
     return result;
 }
 
+void record_defects(const std::string& pin_dir, uint32_t defects)
+{
+    const PinDir p(pin_dir);
+    if (!ebpf::is_bpffs(p.parent()))
+        return;
+    // Serialized with ports, attach and detach, which write the same value.
+    ebpf::DirLock lock(p.parent());
+    if (!ebpf::pin_exists(p.path()))
+        return;
+    auto c = read_config(p.path());
+    if (!c || (c->value.flags & SOCKREDIR_F_DRAINING) != 0)
+        return;
+    c->value.defects = defects;
+    write_config(*c);
+}
+
 DetachResult detach(const std::string& pin_dir, const DetachOptions& options)
 {
     const PinDir p(pin_dir);

@@ -34,6 +34,9 @@ struct AttachResult {
     // Why a detach will leave connections on the sockmap path until they close (this kernel has no BTF); empty when
     // it can hand them back, as far as attach can tell without loading the eviction programs.
     std::string no_evict;
+    // What the live self-tests found on this kernel, as sockredir_config.defects: attach_or_verdict's, for a new
+    // attachment (attach alone runs none and leaves it 0).
+    uint32_t defects = 0;
 };
 
 AttachResult attach(const AttachOptions& options);
@@ -75,6 +78,10 @@ struct PortsResult {
 // the config map. Connections established from then on follow the new selection; established ones keep their
 // path. Refused while a detach of those pins is unfinished.
 PortsResult set_ports(const std::string& pin_dir, const PortRanges& ports);
+
+// Stores what the live self-tests found (sockredir_config.defects) in the config of the attachment pinned in
+// pin_dir, for status. Nothing when nothing is attached there or a detach of it began.
+void record_defects(const std::string& pin_dir, uint32_t defects);
 
 // Test hook: when the environment variable SOCKREDIR_TEST_KILL_AFTER names a
 // step ("maps", "programs", "pin", "attach_msg", "attach_sockops",

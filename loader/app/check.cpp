@@ -431,13 +431,18 @@ ProbeReport probe(std::span<const std::byte> object, const Privileges& privilege
 
 } // namespace
 
+std::optional<std::string> blocking_feature(const ProbeReport& report)
+{
+    for (const auto& f : report.features)
+        if ((f.name == kBpfName || f.name == kPrivilegesName) && f.state != FeatureState::Ok)
+            return f.name;
+    return std::nullopt;
+}
+
 void probe_beyond(ProbeReport& report)
 {
     // Blocked like the object's probes: without bpf(2) or privileges nothing more can be asked.
-    std::optional<std::string> blocked;
-    for (const auto& f : report.features)
-        if ((f.name == kBpfName || f.name == kPrivilegesName) && f.state != FeatureState::Ok)
-            blocked = f.name;
+    const auto blocked = blocking_feature(report);
     KernelBtf kernel;
 
     // Beyond the object: which tracing programs this kernel allows on the receive path, where per-connection state

@@ -80,6 +80,10 @@ ProbeReport probe_for_verdict(std::span<const std::byte> object);
 // path). The check command's alone: it reads the kernel's BTF (5 MB), which attach's verdict must not pay for.
 void probe_beyond(ProbeReport& report);
 
+// The feature every kernel probe needs that this kernel or caller lacks (the bpf(2) system call, privileges), by
+// name; nullopt when both are there.
+std::optional<std::string> blocking_feature(const ProbeReport& report);
+
 // What the operator can do about a refused call comes from the one hint table (loader/app/hints.hpp).
 
 // The pure part, testable without a kernel.

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "loader/app/check.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 
@@ -48,12 +49,21 @@ AttachResult attach_or_verdict(const AttachOptions& options)
     };
     if (::geteuid() != 0 || kernel_version() < 5015)
         refuse_unless_capable();
+    // Killed and cleaned up by its destructor if attach fails.
+    SelfTestRun selftests(options.object, SelfTestScope::Cheap);
+    AttachResult result;
     try {
-        return attach(options);
+        result = attach(options);
     } catch (const Error&) {
         refuse_unless_capable();
         throw;
     }
+    // Found attached: nothing changes, and the findings are already stored; the destructor stops the probes.
+    if (result.outcome == AttachOutcome::Attached) {
+        result.defects = defect_bits(selftests.finish());
+        record_defects(result.pin_dir, result.defects);
+    }
+    return result;
 }
 
 } // namespace sockredir::app

@@ -1,4 +1,5 @@
-// attach behind check's verdict: where sockredir cannot run, one line that says why instead of the first failed step.
+// attach behind check's verdict: where sockredir cannot run, one line that says why instead of the first failed step;
+// where it can, with the live self-tests run beside it.
 #pragma once
 
 #include "loader/app/attach.hpp"
@@ -10,6 +11,10 @@ namespace sockredir::app {
 // first and the refusal comes before anything is touched. Elsewhere they run only once something has failed, so a
 // capable kernel pays nothing for them (they cost more than the attach itself); attach takes down whatever a failed
 // step had created, so that refusal too leaves the system as it was.
+//
+// The live self-tests that attach nothing (SelfTestScope::Cheap) run meanwhile in a child of their own, so that they
+// add to attach's time only what they take beyond it. For a new attachment their findings come back in
+// result.defects and are stored in its config (record_defects); one found in place keeps what its attach stored.
 AttachResult attach_or_verdict(const AttachOptions& options);
 
 } // namespace sockredir::app

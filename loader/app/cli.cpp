@@ -14,6 +14,7 @@
 #include "loader/app/hints.hpp"
 #include "loader/app/pins.hpp"
 #include "loader/app/run.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/app/stats.hpp"
 #include "loader/app/status.hpp"
 #include "loader/base/decimal.hpp"
@@ -189,6 +190,7 @@ int do_attach(const Command& c)
                      r.no_observer_reason.c_str());
     if (!r.no_evict.empty())
         std::printf("%s\n", no_evict_note(r.no_evict).c_str());
+    print_defect_warnings(r);
     return kExitOk;
 }
 
@@ -240,9 +242,15 @@ int do_check(const Command& c)
     std::vector<std::byte> file;
     if (!c.object_file.empty())
         file = read_file_bytes(c.object_file);
-    auto report = probe_kernel(c.object_file.empty() ? embedded_object() : std::span<const std::byte>(file));
+    const auto object = c.object_file.empty() ? embedded_object() : std::span<const std::byte>(file);
+    auto report = probe_kernel(object);
     probe_beyond(report);
     std::fputs(format_report(report).c_str(), stdout);
+    // The differences from TCP this kernel leaves open, proven live; the verdict does not depend on them.
+    std::fflush(stdout);
+    const auto blocked = blocking_feature(report);
+    const auto selftests = blocked ? selftests_not_run("needs " + *blocked) : run_selftests(object, SelfTestScope::All);
+    std::fputs(format_selftests(selftests).c_str(), stdout);
     if (can_run(report))
         return kExitOk;
     std::fflush(stdout);

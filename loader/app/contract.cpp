@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <string>
 
 #include "loader/base/decimal.hpp"
@@ -18,6 +19,9 @@ static_assert(SOCKREDIR_AF_INET6 == AF_INET6, "bpf/sockredir_shared.h disagrees 
 static_assert(sizeof(sockredir_key) == 48, "the key must have no padding");
 static_assert(sizeof(sockredir_unmap_batch) == 8 + SOCKREDIR_UNMAP_BATCH * (48 + 4), "the batch has no padding");
 static_assert(sizeof(sockredir_evict_record) == 56, "an iterator record has no padding");
+// config.defects took the word that was reserved: max_inflight and ports stay where older objects have them.
+static_assert(offsetof(sockredir_config, defects) == 4 && offsetof(sockredir_config, max_inflight) == 8,
+              "the config's layout must not move");
 
 namespace {
 

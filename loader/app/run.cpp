@@ -14,6 +14,7 @@
 #include "loader/app/checked_attach.hpp"
 #include "loader/app/evict.hpp"
 #include "loader/app/pins.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/fd.hpp"
 #include "loader/ebpf/sys.hpp"
@@ -72,6 +73,7 @@ void run_foreground(const AttachOptions& options, const DetachOptions& detach_op
                      r.no_observer_reason.c_str());
     if (!r.no_evict.empty())
         say(no_evict_note(r.no_evict));
+    print_defect_warnings(r);
     say("running until SIGTERM or SIGINT");
 
     int sig = 0;

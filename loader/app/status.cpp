@@ -12,6 +12,7 @@
 
 #include "loader/app/pins.hpp"
 #include "loader/app/ports.hpp"
+#include "loader/app/selftest.hpp"
 #include "loader/base/decimal.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/file.hpp"
@@ -161,8 +162,10 @@ Status read_status(const std::string& pin_dir)
             s.counters[i] += v;
     }
 
-    if (const auto config = read_config(p.path()))
+    if (const auto config = read_config(p.path())) {
         s.ports = format_ports(config->value);
+        s.defects = config->value.defects;
+    }
     return s;
 }
 
@@ -184,6 +187,7 @@ std::string format_text(const Status& s)
     add("  maps          sock_hash id %u, counters id %u\n", s.sock_hash_id, s.counters_id);
     add("  ports         %s\n", s.ports.c_str());
     add("  observer      %s\n", s.observer.empty() ? "none: every connection stays on TCP" : s.observer.c_str());
+    add("  kernel defects  %s\n", format_defects(s.defects).c_str());
     add("  sockets       %llu of %u\n", static_cast<unsigned long long>(s.sockets), s.max_sockets);
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         add("  %-24s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
@@ -217,6 +221,12 @@ std::string format_json(const Status& s)
         out += ",\"max_sockets\":" + std::to_string(s.max_sockets);
         out += ",\"ports\":" + json_string(s.ports);
         out += ",\"observer\":" + json_string(s.observer);
+        // What attach's live self-tests found on this kernel, and which of them it ran.
+        out += ",\"defects\":[";
+        out += defect_list(s.defects, true);
+        out += "],\"defects_probed\":[";
+        out += defect_list(s.defects >> SOCKREDIR_DEFECT_PROBED_SHIFT, true);
+        out += "]";
         out += ",\"run_stats\":{\"sock_ops\":{\"runs\":" + std::to_string(s.sockops_runs) +
                ",\"run_time_ns\":" + std::to_string(s.sockops_run_ns) +
                "},\"sk_msg\":{\"runs\":" + std::to_string(s.msg_runs) +

@@ -24,6 +24,7 @@ struct Status {
     std::string ports; // "all" or the selection of attach --ports
     // The receive-path observer attached (a program name), or empty: then no direction is ever redirected.
     std::string observer;
+    uint32_t defects = 0; // config.defects: what attach's live self-tests found (SOCKREDIR_DEFECT_*)
     uint64_t counters[SOCKREDIR_COUNTER_MAX] = {};
     // The kernel's run statistics of each program (zero unless kernel.bpf_stats_enabled=1).
     uint64_t sockops_runs = 0;

@@ -1,0 +1,740 @@
+// The live self-tests: a forked child in namespaces of its own runs each probe on a loopback pair and sends a record
+// per finding through a pipe; the parent reads them within a deadline and removes what the child made, by its pid.
+#include "loader/app/selftest.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/sockios.h> // SIOCINQ
+#include <linux/tcp.h>     // struct tcp_info with tcpi_bytes_received (glibc's <netinet/tcp.h> has not)
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <optional>
+#include <utility>
+
+#include "bpf/sockredir_shared.h"
+#include "loader/app/attach.hpp"
+#include "loader/app/status.hpp"
+#include "loader/base/decimal.hpp"
+#include "loader/base/error.hpp"
+#include "loader/base/fd.hpp"
+#include "loader/base/file.hpp"
+#include "loader/ebpf/features.hpp"
+#include "loader/ebpf/mounts.hpp"
+#include "loader/ebpf/pin.hpp"
+#include "loader/ebpf/sys.hpp"
+
+namespace sockredir::app {
+
+using base::Error;
+using base::Fd;
+namespace sys = ebpf::sys;
+
+namespace {
+
+constexpr DefectSpec kDefects[] = {
+    {"blocking-read-eagain", SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN,
+     "returns EAGAIN to a blocking recv() that a signal or a state change wakes without data (TCP keeps waiting)",
+     "a blocking reader already waiting in recv() when sockredir takes its connection off the map (the first read "
+     "of a server's end, a client that connects non-blocking and then reads blocking, like hiredis)",
+     false, false},
+    {"close-unread-fin", SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN,
+     "ends a connection closed with redirected bytes unread by a FIN, not a reset (the peer reads EOF where TCP "
+     "gives ECONNRESET)",
+     "applications that rely on a reset when the peer closes with data unread", true, true},
+    {"fionread-redirected", SOCKREDIR_DEFECT_FIONREAD,
+     "leaves redirected bytes out of FIONREAD (SIOCINQ): it says 0 while they wait",
+     "applications that size reads with FIONREAD", true, true},
+    {"tcp-info-bytes", SOCKREDIR_DEFECT_TCP_INFO_BYTES,
+     "leaves redirected bytes out of TCP_INFO (tcpi_bytes_received stays still)",
+     "applications and monitoring that count a connection's bytes with TCP_INFO", true, true},
+};
+constexpr size_t kCount = std::size(kDefects);
+static_assert(kCount <= SOCKREDIR_DEFECT_PROBED_SHIFT, "a bit each, present and probed, in one word");
+// The rows by position, for the probes that report them.
+enum Row : size_t { kBlockingRead, kCloseUnread, kFionread, kTcpInfo };
+static_assert(kDefects[kBlockingRead].bit == SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN &&
+              kDefects[kCloseUnread].bit == SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN &&
+              kDefects[kFionread].bit == SOCKREDIR_DEFECT_FIONREAD &&
+              kDefects[kTcpInfo].bit == SOCKREDIR_DEFECT_TCP_INFO_BYTES && kCount == 4);
+
+// Every name of the child's making: "/tmp/<prefix><pid>" (its mount points) and "<cgroup2>/<prefix><pid>".
+constexpr const char* kPrefix = "sockredir-selftest-";
+constexpr const char* kTmp = "/tmp/";
+
+// fork(2) for a process that has no other thread: glibc's _Fork (2.34+) skips the atfork machinery, 5 KB of the
+// static binary that a single-threaded program does not need.
+pid_t fork_single_threaded()
+{
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+    return ::_Fork();
+#else
+    return ::fork();
+#endif
+}
+
+std::string name_of(pid_t pid)
+{
+    return kPrefix + std::to_string(pid);
+}
+
+long long now_us()
+{
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+// Every failure of the child's steps: "CALL WHAT: strerror(errno)", or WHAT alone without a call. One place that
+// builds the strings, not one per step.
+[[noreturn]] [[gnu::noinline]] void fail(const char* call, const char* what)
+{
+    if (call == nullptr)
+        throw Error(what);
+    throw Error(call, what, errno);
+}
+[[noreturn]] [[gnu::noinline]] void fail(const char* call, const std::string& what)
+{
+    fail(call, what.c_str());
+}
+
+// rmdir, waiting out the moment a cgroup whose last process just left stays busy. False when it is still there.
+bool remove_dir(const std::string& path)
+{
+    for (int i = 0; i < 100; ++i) {
+        if (::rmdir(path.c_str()) == 0 || errno == ENOENT)
+            return true;
+        if (errno != EBUSY)
+            return false;
+        ::usleep(2000);
+    }
+    return false;
+}
+
+void write_text(const std::string& path, const std::string& text)
+{
+    Fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!f || ::write(f.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        fail("write", path);
+}
+
+// Mounts made from here on stay in this process's own mount namespace and go with it.
+void private_mounts()
+{
+    if (::unshare(CLONE_NEWNS) != 0)
+        fail("unshare", "a mount namespace");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        fail("mount", "making / private");
+}
+
+void mount_at(const std::string& dir, const char* type, const char* data)
+{
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+        fail("mkdir", dir);
+    if (::mount(type, dir.c_str(), type, MS_NOSUID | MS_NODEV | MS_NOEXEC, data) != 0)
+        fail("mount", dir); // the mount point says which: .../bpffs, .../cgroup2
+}
+
+std::optional<std::string> host_cgroup2()
+{
+    try {
+        return ebpf::find_cgroup2_mount(base::read_file_text("/proc/self/mountinfo"));
+    } catch (const Error&) {
+        return std::nullopt;
+    }
+}
+
+// What a child of `pid` may have left: its cgroup (unless it said it removed it), and the mount points under /tmp
+// (their mounts went with its mount namespace). Where no cgroup2 is mounted here, the child mounted its own: a cgroup
+// it could not remove is out of sight until cgroup2 is mounted (attach mounts it), and the first run after that
+// removes it (remove_stale).
+void remove_leftovers(pid_t pid, bool cgroup_removed)
+{
+    const std::string name = name_of(pid);
+    const std::string tmp = kTmp + name;
+    if (const auto root = host_cgroup2(); root && !cgroup_removed)
+        remove_dir(*root + "/" + name);
+    for (const char* sub : {"/cgroup2", "/bpffs", ""})
+        ::rmdir((tmp + sub).c_str());
+}
+
+// Whether `pid` is gone: no such process, or a zombie that nobody reaped yet (an init that reaps late).
+bool gone(pid_t pid)
+{
+    if (::kill(pid, 0) != 0)
+        return errno == ESRCH;
+    // "PID (COMM) STATE ...": the state follows the last ')'.
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "/proc/%d/stat", static_cast<int>(pid));
+    const Fd f(::open(buf, O_RDONLY | O_CLOEXEC));
+    const ssize_t n = f ? ::read(f.get(), buf, sizeof buf) : -1;
+    for (ssize_t i = n - 3; i >= 0; --i)
+        if (buf[i] == ')')
+            return buf[i + 2] == 'Z';
+    return n < 0; // gone since
+}
+
+// Leftovers of runs whose parent was killed before it could clean up (its child died with it: PR_SET_PDEATHSIG).
+void remove_stale()
+{
+    for (const std::string& dir : {std::string(kTmp), host_cgroup2().value_or("")}) {
+        try {
+            for (const auto& n : ebpf::list_dir(dir.empty() ? "/nonexistent" : dir)) {
+                const auto pid = base::parse_decimal(std::string_view(n).substr(n.starts_with(kPrefix) ? 19 : 0));
+                static_assert(std::string_view(kPrefix).size() == 19);
+                if (n.starts_with(kPrefix) && pid && *pid > 0 && *pid < (1U << 22) && gone(static_cast<pid_t>(*pid)))
+                    remove_leftovers(static_cast<pid_t>(*pid), false);
+            }
+        } catch (const Error&) {
+        }
+    }
+}
+
+// --- the child -------------------------------------------------------------------------------------------------------
+
+// One message of the child, in one write(2) under PIPE_BUF, read whole: a finding ('F': row, state and what the probe
+// saw), a stop ('X': why the rest cannot run) or 'C' (its cgroup is removed).
+struct Record {
+    char kind;
+    uint8_t row;
+    uint8_t state;
+    char text[509];
+};
+
+// The child's half of the pipe.
+class Reporter {
+public:
+    explicit Reporter(int fd) : fd_(fd) {}
+    void finding(size_t row, DefectState state, const char* detail) const { send('F', row, state, detail); }
+    void stop(const char* why) const { send('X', 0, DefectState::NotProbed, why); }
+    void cgroup_removed() const { send('C', 0, DefectState::NotProbed, ""); }
+
+private:
+    void send(char kind, size_t row, DefectState state, const char* text) const
+    {
+        Record r{kind, static_cast<uint8_t>(row), static_cast<uint8_t>(state), {}};
+        // Not strncpy: static glibc would link each of its CPU variants.
+        std::memcpy(r.text, text, std::min(std::strlen(text), sizeof r.text - 1));
+        (void)!::write(fd_, &r, sizeof r);
+    }
+    int fd_;
+};
+
+void loopback_up()
+{
+    // A new network namespace has lo down; up, it has 127.0.0.1. No `ip` binary: an initramfs has none.
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, "lo", 3);
+    if (!s || ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0)
+        fail("ioctl", "SIOCGIFFLAGS lo");
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0)
+        fail("ioctl", "SIOCSIFFLAGS lo");
+}
+
+// The child's cgroup: made under the cgroup2 root (mounted in its own mount namespace where none is) and joined, so
+// that every socket it makes is in it; left for the root and removed when the probes are done.
+class ProbeCgroup {
+public:
+    ProbeCgroup(const Reporter& rep, const std::string& tmp) : rep_(rep)
+    {
+        std::string root;
+        if (const auto found = host_cgroup2()) {
+            root = *found;
+        } else {
+            mount_at(tmp + "/cgroup2", "cgroup2", nullptr);
+            root = tmp + "/cgroup2";
+        }
+        // Where this process goes before removing its cgroup: the root takes any process.
+        root_ = root;
+        path_ = root + "/" + name_of(::getpid());
+        if (::mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST)
+            fail("mkdir", "cgroup " + path_);
+        write_text(path_ + "/cgroup.procs", std::to_string(::getpid()));
+    }
+    ~ProbeCgroup()
+    {
+        try {
+            write_text(root_ + "/cgroup.procs", std::to_string(::getpid()));
+        } catch (const Error&) {
+        }
+        if (remove_dir(path_)) // else the parent tries again once this process is gone
+            rep_.cgroup_removed();
+    }
+    ProbeCgroup(const ProbeCgroup&) = delete;
+    ProbeCgroup& operator=(const ProbeCgroup&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    const Reporter& rep_;
+    std::string root_;
+    std::string path_;
+};
+
+bool wait_for(int fd, short events, int timeout_ms)
+{
+    pollfd p{fd, events, 0};
+    int r = 0;
+    while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+    }
+    return r > 0;
+}
+
+struct Pair {
+    Fd reader; // the server's end (accepted)
+    Fd writer; // the client's end
+};
+
+// A connected pair on 127.0.0.1. Non-blocking ends are what sockredir takes into its map (a blocking client stays
+// off it), and are read as an event loop reads them.
+Pair loopback_pair(bool nonblocking)
+{
+    const int nb = nonblocking ? SOCK_NONBLOCK : 0;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    auto* sa = reinterpret_cast<sockaddr*>(&addr);
+    Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener || ::bind(listener.get(), sa, sizeof addr) != 0 || ::listen(listener.get(), 1) != 0 ||
+        ::getsockname(listener.get(), sa, &len) != 0)
+        fail("listen", "on 127.0.0.1");
+    Pair p;
+    p.writer = Fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | nb, 0));
+    if (!p.writer || (::connect(p.writer.get(), sa, sizeof addr) != 0 && errno != EINPROGRESS))
+        fail("connect", "to 127.0.0.1");
+    if (!wait_for(p.writer.get(), POLLOUT, 1000) || !wait_for(listener.get(), POLLIN, 1000))
+        fail(nullptr, "a loopback connection was not established within 1 s");
+    p.reader = Fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | nb));
+    if (!p.reader)
+        fail("accept4", "on 127.0.0.1");
+    return p;
+}
+
+// --- probe: blocking-read-eagain -------------------------------------------------------------------------------------
+
+constexpr int kTicks = 30; // timer periods of 1 ms the reader waits before its byte comes
+volatile sig_atomic_t g_ticks = 0;
+int g_peer = -1;
+
+void on_tick(int)
+{
+    // The byte the reader waits for: its recv() returns on every kernel once it has sat through kTicks signals.
+    const int saved = errno;
+    const int ticks = g_ticks + 1;
+    g_ticks = ticks;
+    if (ticks == kTicks)
+        (void)::send(g_peer, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    errno = saved;
+}
+
+// A blocking recv() on a socket in a sockhash (inserted from user space: insertion alone gives it tcp_bpf_recvmsg,
+// no program needed) while 1 ms SA_RESTART timer signals arrive: TCP restarts the call unseen, the stock sockmap
+// path returns EAGAIN from it (kernel-notes.md section 1).
+void probe_blocking_read(const Reporter& rep)
+{
+    Pair p = loopback_pair(false);
+    Fd map = sys::map_create({.type = BPF_MAP_TYPE_SOCKHASH,
+                              .key_size = 4,
+                              .value_size = 4,
+                              .max_entries = 1,
+                              .name = ebpf::kProbeObjectName});
+    const uint32_t key = 0;
+    const uint32_t fd = static_cast<uint32_t>(p.reader.get());
+    sys::map_update(map.get(), &key, &fd, BPF_ANY);
+
+    g_ticks = 0;
+    g_peer = p.writer.get();
+    struct sigaction tick {
+    }, old{};
+    tick.sa_handler = on_tick;
+    tick.sa_flags = SA_RESTART;
+    sigemptyset(&tick.sa_mask);
+    sigset_t alarm, mask;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    ::sigaction(SIGALRM, &tick, &old);
+    ::sigprocmask(SIG_UNBLOCK, &alarm, &mask);
+    const itimerval every_ms{{0, 1000}, {0, 1000}}, off{};
+    ::setitimer(ITIMER_REAL, &every_ms, nullptr);
+    const long long start = now_us();
+    unsigned eagain = 0, eintr = 0;
+    int err = 0;
+    ssize_t n = -1;
+    char c = 0;
+    while (now_us() - start < 1000000) {
+        n = ::recv(p.reader.get(), &c, 1, 0);
+        if (n >= 0 || (errno != EAGAIN && errno != EINTR)) {
+            err = n < 0 ? errno : 0;
+            break;
+        }
+        ++(errno == EAGAIN ? eagain : eintr);
+    }
+    const unsigned ms = static_cast<unsigned>((now_us() - start) / 1000);
+    ::setitimer(ITIMER_REAL, &off, nullptr);
+    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+    ::sigaction(SIGALRM, &old, nullptr);
+
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "%u EAGAIN, %u EINTR in %u ms of 1 ms timer signals (TCP: none, it restarts the recv())", eagain,
+                  eintr, ms);
+    if (n != 1)
+        std::snprintf(text, sizeof text, "the blocking recv() returned %zd (%s) after %u ms", n,
+                      n < 0 ? std::strerror(err) : "no byte", ms);
+    rep.finding(kBlockingRead,
+                n != 1               ? DefectState::NotProbed
+                : eagain + eintr > 0 ? DefectState::Present
+                                     : DefectState::Absent,
+                text);
+}
+
+// --- probes through sockredir's own attachment: close-unread-fin, fionread-redirected, tcp-info-bytes ----------------
+
+constexpr unsigned kBytes = 1000;
+
+uint64_t tcp_bytes_received(int fd)
+{
+    tcp_info info{};
+    socklen_t len = sizeof info; // tcpi_bytes_received is there from Linux 4.1
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+        fail("getsockopt", "TCP_INFO");
+    return info.tcpi_bytes_received;
+}
+
+// One byte each way, each read non-blocking once it is there: both readers are then known to read in a way the
+// redirect path serves, and have read everything sent by TCP, so the next bytes are redirected (README "How it
+// decides").
+void warm_up(const Pair& p)
+{
+    char c = 'w';
+    for (const auto& [from, to] : {std::pair{p.writer.get(), p.reader.get()}, {p.reader.get(), p.writer.get()}})
+        if (::send(from, &c, 1, MSG_NOSIGNAL) != 1 || !wait_for(to, POLLIN, 1000) ||
+            ::recv(to, &c, 1, MSG_DONTWAIT) != 1)
+            fail("send/recv", "the warm-up byte");
+}
+
+void probe_attached(const Reporter& rep, std::span<const std::byte> object, const std::string& cgroup,
+                    const std::string& tmp)
+{
+    mount_at(tmp + "/bpffs", "bpf", "mode=0700");
+    AttachOptions options;
+    options.cgroup = cgroup;
+    options.pin_dir = tmp + "/bpffs/sockredir";
+    options.object = object;
+    char text[400];
+    AttachResult attached;
+    try {
+        attached = attach(options);
+    } catch (const Error& e) {
+        std::snprintf(text, sizeof text, "attaching sockredir to the probe's cgroup: %s", e.what());
+        fail(nullptr, text);
+    }
+    if (attached.observer.empty()) {
+        std::snprintf(text, sizeof text, "no receive-path observer loads here, so nothing is redirected (%s)",
+                      attached.no_observer_reason.c_str());
+        fail(nullptr, text);
+    }
+
+    Pair p = loopback_pair(true);
+    warm_up(p);
+    // sockredir's own count: read_status, which status prints from (a walk of the cgroups too, a few ms).
+    const uint64_t redirected_before = read_status(options.pin_dir).counters[SOCKREDIR_BYTES_REDIRECTED];
+    const uint64_t tcp_before = tcp_bytes_received(p.reader.get());
+    char bytes[kBytes];
+    std::memset(bytes, 'r', sizeof bytes);
+    if (::send(p.writer.get(), bytes, sizeof bytes, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof bytes))
+        fail("send", "1000 bytes");
+    if (!wait_for(p.reader.get(), POLLIN, 1000))
+        fail(nullptr, "1000 bytes sent did not arrive within 1 s");
+    const uint64_t redirected = read_status(options.pin_dir).counters[SOCKREDIR_BYTES_REDIRECTED] - redirected_before;
+    if (redirected < kBytes) {
+        std::snprintf(text, sizeof text, "the 1000 bytes took TCP: sockredir redirected %llu of them",
+                      static_cast<unsigned long long>(redirected));
+        fail(nullptr, text);
+    }
+
+    int inq = -1;
+    if (::ioctl(p.reader.get(), SIOCINQ, &inq) != 0)
+        fail("ioctl", "FIONREAD");
+    std::snprintf(text, sizeof text, "FIONREAD says %d with %u redirected bytes unread", inq, kBytes);
+    rep.finding(kFionread, inq == static_cast<int>(kBytes) ? DefectState::Absent : DefectState::Present, text);
+
+    const uint64_t counted = tcp_bytes_received(p.reader.get()) - tcp_before;
+    std::snprintf(text, sizeof text, "tcpi_bytes_received moved by %llu for %u redirected bytes",
+                  static_cast<unsigned long long>(counted), kBytes);
+    rep.finding(kTcpInfo, counted >= kBytes ? DefectState::Absent : DefectState::Present, text);
+
+    p.reader.reset(); // closed with every redirected byte unread
+    wait_for(p.writer.get(), POLLIN, 1000);
+    char c = 0;
+    const ssize_t n = ::recv(p.writer.get(), &c, 1, MSG_DONTWAIT);
+    const int err = errno;
+    if (n < 0 && err == ECONNRESET)
+        rep.finding(kCloseUnread, DefectState::Absent, "the peer's recv() got ECONNRESET, as on TCP");
+    else if (n == 0)
+        rep.finding(kCloseUnread, DefectState::Present, "the peer's recv() read EOF where TCP gives ECONNRESET");
+    else {
+        std::snprintf(text, sizeof text, "the peer's recv() returned %zd (%s)", n, n < 0 ? std::strerror(err) : "data");
+        rep.finding(kCloseUnread, DefectState::NotProbed, text);
+    }
+    // No detach: the pins are on this process's own bpffs, which goes with its mount namespace, and the link with them.
+}
+
+void run_probes(const Reporter& rep, std::span<const std::byte> object, SelfTestScope scope)
+{
+    if (::unshare(CLONE_NEWNET) != 0)
+        fail("unshare", "a network namespace");
+    loopback_up();
+    // Mount points, for the attachment's bpffs and for cgroup2 where none is mounted.
+    const std::string tmp = kTmp + name_of(::getpid());
+    if (scope == SelfTestScope::All || !host_cgroup2()) {
+        private_mounts();
+        if (::mkdir(tmp.c_str(), 0700) != 0 && errno != EEXIST)
+            fail("mkdir", tmp);
+    }
+    ProbeCgroup cgroup(rep, tmp);
+    try {
+        probe_blocking_read(rep);
+    } catch (const Error& e) {
+        rep.finding(kBlockingRead, DefectState::NotProbed, e.what());
+    }
+    if (scope == SelfTestScope::All)
+        probe_attached(rep, object, cgroup.path(), tmp);
+}
+
+[[noreturn]] void child_main(int out, pid_t parent, std::span<const std::byte> object, SelfTestScope scope)
+{
+    // Dies with its parent: the parent's successor removes what it left (remove_stale).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent)
+        ::_exit(1);
+    const Reporter rep(out);
+    try {
+        run_probes(rep, object, scope);
+    } catch (const std::exception& e) {
+        rep.stop(e.what());
+    }
+    ::_exit(0);
+}
+
+} // namespace
+
+std::span<const DefectSpec> defect_specs()
+{
+    return kDefects;
+}
+
+SelfTestRun::~SelfTestRun()
+{
+    if (pid_ > 0)
+        ::kill(pid_, SIGKILL);
+    clean_up();
+}
+
+int SelfTestRun::clean_up()
+{
+    if (out_ >= 0)
+        ::close(std::exchange(out_, -1));
+    int status = 0;
+    if (pid_ <= 0)
+        return status;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    remove_leftovers(std::exchange(pid_, -1), cgroup_removed_);
+    return status;
+}
+
+SelfTestRun::SelfTestRun(std::span<const std::byte> object, SelfTestScope scope) : scope_(scope), started_us_(now_us())
+{
+    remove_stale();
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        start_error_ = std::string("pipe2: ") + std::strerror(errno);
+        return;
+    }
+    const pid_t parent = ::getpid();
+    const pid_t pid = fork_single_threaded();
+    if (pid == 0) {
+        ::close(fds[0]);
+        child_main(fds[1], parent, object, scope);
+    }
+    ::close(fds[1]);
+    if (pid < 0) {
+        start_error_ = std::string("fork: ") + std::strerror(errno);
+        ::close(fds[0]);
+        return;
+    }
+    pid_ = pid;
+    out_ = fds[0];
+}
+
+SelfTestReport SelfTestRun::finish()
+{
+    SelfTestReport r = selftests_not_run("");
+    bool reported[kCount] = {};
+    for (auto& f : r.findings)
+        if (scope_ == SelfTestScope::Cheap && f.spec->needs_attach)
+            f.detail = "not run by attach (it costs an attach of its own; sockredir-min check runs it)";
+    std::string stopped = start_error_;
+    const int timeout_ms = scope_ == SelfTestScope::All ? kTimeoutMs : kCheapTimeoutMs;
+    // From the start, but never less than a second from now: on a slow machine the attach beside the child may take
+    // longer than the child's time, and what the child has sent by then is read all the same.
+    const long long deadline = std::max(started_us_ + timeout_ms * 1000LL, now_us() + 1000000);
+    while (out_ >= 0) {
+        const long long left = (deadline - now_us()) / 1000;
+        if (!wait_for(out_, POLLIN, static_cast<int>(std::max(left, 0LL)))) {
+            stopped = "the self-tests did not finish within " + std::to_string(timeout_ms / 1000) + " s";
+            ::kill(pid_, SIGKILL);
+            break;
+        }
+        Record rec{};
+        const ssize_t n = ::read(out_, &rec, sizeof rec);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != sizeof rec)
+            break; // the child is gone
+        rec.text[sizeof rec.text - 1] = '\0';
+        if (rec.kind == 'C') {
+            cgroup_removed_ = true;
+        } else if (rec.kind == 'X') {
+            stopped = rec.text;
+        } else if (rec.kind == 'F' && rec.row < kCount && rec.state <= static_cast<uint8_t>(DefectState::NotProbed)) {
+            r.findings[rec.row].state = static_cast<DefectState>(rec.state);
+            r.findings[rec.row].detail = rec.text;
+            reported[rec.row] = true;
+        }
+    }
+    const int status = clean_up();
+    if (stopped.empty())
+        stopped = WIFSIGNALED(status) ? "the self-test child was killed by signal " + std::to_string(WTERMSIG(status))
+                                      : "the self-test child ended before it";
+    for (size_t i = 0; i < kCount; ++i)
+        if (!reported[i] && (scope_ == SelfTestScope::All || !kDefects[i].needs_attach))
+            r.findings[i].detail = stopped;
+    r.elapsed_ms = static_cast<unsigned>((now_us() - started_us_) / 1000);
+    return r;
+}
+
+SelfTestReport run_selftests(std::span<const std::byte> object, SelfTestScope scope)
+{
+    return SelfTestRun(object, scope).finish();
+}
+
+SelfTestReport selftests_not_run(const std::string& why)
+{
+    SelfTestReport r;
+    for (size_t i = 0; i < kCount; ++i)
+        r.findings[i] = {&kDefects[i], DefectState::NotProbed, why};
+    return r;
+}
+
+// --- the pure part ---------------------------------------------------------------------------------------------------
+
+uint32_t defect_bits(const SelfTestReport& report)
+{
+    uint32_t bits = 0;
+    for (const auto& f : report.findings) {
+        if (f.state == DefectState::NotProbed)
+            continue;
+        bits |= f.spec->bit << SOCKREDIR_DEFECT_PROBED_SHIFT;
+        if (f.state == DefectState::Present)
+            bits |= f.spec->bit;
+    }
+    return bits;
+}
+
+std::string format_selftests(const SelfTestReport& report)
+{
+    static const char* const kStates[] = {"present: ", "absent: ", "not probed: "};
+    std::string out = "live self-tests (this kernel, a private namespace and cgroup; not part of the verdict): ";
+    out += std::to_string(report.elapsed_ms);
+    out += " ms\n";
+    for (const auto& f : report.findings) {
+        const size_t begin = out.size();
+        out += "  ";
+        out += f.spec->name;
+        out.resize(std::max(out.size() + 1, begin + 24), ' ');
+        out += kStates[static_cast<int>(f.state)];
+        out += f.detail;
+        if (f.state == DefectState::Present) {
+            out += "; affects: ";
+            out += f.spec->patterns;
+        }
+        out += '\n';
+    }
+    return out;
+}
+
+std::string defect_warnings(uint32_t bits, bool redirecting)
+{
+    std::string out;
+    for (const auto& spec : kDefects) {
+        // A probe attach runs that could not run here: the operator hears of what may bite, not nothing.
+        const bool unknown = !spec.needs_attach && (bits & (spec.bit << SOCKREDIR_DEFECT_PROBED_SHIFT)) == 0;
+        if (((bits & spec.bit) == 0 && !unknown) || (!redirecting && spec.needs_redirect))
+            continue;
+        out += unknown ? "sockredir-min: warning: the self-test could not tell whether this kernel's sockmap path "
+                       : "sockredir-min: warning: this kernel's sockmap path ";
+        out += spec.behaviour;
+        out += "; affects: ";
+        out += spec.patterns;
+        out += '\n';
+    }
+    return out;
+}
+
+void print_defect_warnings(const AttachResult& result)
+{
+    if (result.outcome == AttachOutcome::Attached)
+        std::fputs(defect_warnings(result.defects, !result.observer.empty()).c_str(), stderr);
+}
+
+std::string defect_list(uint32_t set, bool json)
+{
+    std::string out;
+    for (const auto& spec : kDefects) {
+        if ((set & spec.bit) == 0)
+            continue;
+        if (!out.empty())
+            out += json ? "," : ", ";
+        out += json ? "\"" : "";
+        out += spec.name;
+        out += json ? "\"" : "";
+    }
+    return out;
+}
+
+std::string format_defects(uint32_t bits)
+{
+    const uint32_t probed = bits >> SOCKREDIR_DEFECT_PROBED_SHIFT;
+    if (probed == 0)
+        return "not recorded (no self-test ran at attach)";
+    std::string out = defect_list(bits, false);
+    if (out.empty())
+        out = "none found";
+    if (const std::string rest = defect_list(~probed, false); !rest.empty())
+        out += " (not probed: " + rest + ")";
+    return out;
+}
+
+} // namespace sockredir::app
