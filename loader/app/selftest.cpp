@@ -268,13 +268,13 @@ public:
         root_ = root;
         path_ = root + "/" + name_of(::getpid());
         if (::mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST)
-            fail("mkdir", "cgroup " + path_);
-        write_text(path_ + "/cgroup.procs", std::to_string(::getpid()));
+            fail("mkdir", path_);
+        write_text(path_ + "/cgroup.procs", "0"); // "0": the writer itself
     }
     ~ProbeCgroup()
     {
         try {
-            write_text(root_ + "/cgroup.procs", std::to_string(::getpid()));
+            write_text(root_ + "/cgroup.procs", "0");
         } catch (const Error&) {
         }
         if (remove_dir(path_)) // else the parent tries again once this process is gone
@@ -502,9 +502,6 @@ void probe_attached(const Reporter& rep, std::span<const std::byte> object, cons
 
 void run_probes(const Reporter& rep, std::span<const std::byte> object, SelfTestScope scope)
 {
-    if (::unshare(CLONE_NEWNET) != 0)
-        fail("unshare", "a network namespace");
-    loopback_up();
     // Mount points, for the attachment's bpffs and for cgroup2 where none is mounted.
     const std::string tmp = kTmp + name_of(::getpid());
     if (scope == SelfTestScope::All || !host_cgroup2()) {
@@ -512,7 +509,11 @@ void run_probes(const Reporter& rep, std::span<const std::byte> object, SelfTest
         if (::mkdir(tmp.c_str(), 0700) != 0 && errno != EEXIST)
             fail("mkdir", tmp);
     }
+    // Its cgroup first: the network namespace and everything after are charged to it, not to the caller's.
     ProbeCgroup cgroup(rep, tmp);
+    if (::unshare(CLONE_NEWNET) != 0)
+        fail("unshare", "a network namespace");
+    loopback_up();
     try {
         probe_blocking_read(rep);
     } catch (const Error& e) {
@@ -586,6 +587,14 @@ SelfTestRun::SelfTestRun(std::span<const std::byte> object, SelfTestScope scope)
     }
     pid_ = pid;
     out_ = fds[0];
+    // The child is the first to go when memory runs out, not the attach beside it: in a memory cgroup that attach fills
+    // (maps that do not fit) the OOM killer would otherwise pick the larger, the attach, which could then not say why
+    // it failed. Set from here, before the attach can fill anything: the child's own first step could already meet
+    // the limit.
+    char path[40];
+    std::snprintf(path, sizeof path, "/proc/%d/oom_score_adj", static_cast<int>(pid));
+    if (const Fd f(::open(path, O_WRONLY | O_CLOEXEC)); f)
+        (void)!::write(f.get(), "1000", 4);
 }
 
 SelfTestReport SelfTestRun::finish()
@@ -603,7 +612,7 @@ SelfTestReport SelfTestRun::finish()
     while (out_ >= 0) {
         const long long left = (deadline - now_us()) / 1000;
         if (!wait_for(out_, POLLIN, static_cast<int>(std::max(left, 0LL)))) {
-            stopped = "the self-tests did not finish within " + std::to_string(timeout_ms / 1000) + " s";
+            stopped = "the self-tests did not finish in time";
             ::kill(pid_, SIGKILL);
             break;
         }
@@ -625,9 +634,14 @@ SelfTestReport SelfTestRun::finish()
         }
     }
     const int status = clean_up();
-    if (stopped.empty())
-        stopped = WIFSIGNALED(status) ? "the self-test child was killed by signal " + std::to_string(WTERMSIG(status))
-                                      : "the self-test child ended before it";
+    if (stopped.empty()) {
+        char text[64];
+        std::snprintf(text, sizeof text,
+                      WIFSIGNALED(status) ? "the self-test child was killed by signal %d"
+                                          : "the self-test child ended before it",
+                      WTERMSIG(status));
+        stopped = text;
+    }
     for (size_t i = 0; i < kCount; ++i)
         if (!reported[i] && (scope_ == SelfTestScope::All || !kDefects[i].needs_attach))
             r.findings[i].detail = stopped;
