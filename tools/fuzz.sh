@@ -27,7 +27,7 @@ sanitize=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all -fno-o
 # regressions and dictionary, and where a run writes new inputs and failing ones.
 targets=(plan btf)
 declare -A sources=(
-    [plan]="loader/base/error.cpp elf/reader.cpp elf/btf.cpp elf/object.cpp loader/ebpf/spec.cpp loader/ebpf/types.cpp loader/app/contract.cpp loader/app/ports.cpp tests/fuzz/fuzz_plan.cpp"
+    [plan]="loader/base/error.cpp loader/base/file.cpp elf/reader.cpp elf/btf.cpp elf/object.cpp loader/ebpf/spec.cpp loader/ebpf/types.cpp loader/app/contract.cpp loader/app/ports.cpp tests/fuzz/fuzz_plan.cpp"
     [btf]="loader/base/error.cpp elf/reader.cpp elf/btf.cpp tests/fuzz/fuzz_btf.cpp"
 )
 declare -A depends=(

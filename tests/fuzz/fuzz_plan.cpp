@@ -12,9 +12,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     // libFuzzer hands over a heap buffer of exactly `size` bytes, so ASan sees any read past the end.
     const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
     try {
-        (void)sockredir::app::sockredir_spec(bytes, {});
+        // An explicit --max-inflight: the default reads /proc, which a fuzzing loop has no business doing.
+        (void)sockredir::app::sockredir_spec(bytes, {0, sockredir::app::kMinInflight, {}});
         // An object that opens also goes through the --max-sockets branch.
-        (void)sockredir::app::sockredir_spec(bytes, {sockredir::app::kMaxSockets, {}});
+        (void)sockredir::app::sockredir_spec(bytes, {sockredir::app::kMaxSockets, sockredir::app::kMaxInflight, {}});
     } catch (const sockredir::base::Error&) {
         // The one documented way to refuse an object. Anything else escapes and aborts: a finding.
     }
