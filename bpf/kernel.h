@@ -49,6 +49,12 @@ struct tcp_sock {
 #define SR_MSG_DONTWAIT 0x40
 #define SR_MSG_ERRQUEUE 0x2000
 #define SR_EAGAIN 11
+#define SR_SOL_SOCKET 1
+#define SR_SOL_TCP 6
+#define SR_SO_RCVLOWAT 18
+#define SR_SO_PEEK_OFF 42
+#define SR_TCP_INFO 11
+#define SR_TCP_INQ 36
 /* include/net/sock.h: SK_USER_DATA_PTRMASK clears the flag bits of sk_user_data. */
 #define SR_SK_USER_DATA_PTRMASK (~7UL)
 

@@ -178,6 +178,14 @@ static __always_inline int established(struct bpf_sock_ops *skops, __u32 passive
 		}
 	}
 	/*
+	 * A socket that reads with a low-water mark or a peek offset (set before connect, or inherited by an accepted
+	 * socket from its listener) would have both ignored for redirected bytes: it stays on TCP.
+	 */
+	if (((struct sock *)tp)->sk_rcvlowat > 1 || ((struct sock *)tp)->sk_peek_off >= 0) {
+		count(SOCKREDIR_SKIPPED_OPTIONS, 1);
+		return 1;
+	}
+	/*
 	 * A server's reads are its program's: one that read a connection in blocking mode reads the next ones so too,
 	 * and keeping them off spares them the first blocking read on tcp_bpf's path. A client's are not (one client
 	 * of a port may block, the next not: redis-benchmark's first connection is hiredis' blocking one): a client
@@ -369,6 +377,89 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 	flow->rx_copied_seq = copied;
 	return 0;
 }
+
+/*
+ * The option hooks. setsockopt runs before the kernel applies the option: a socket that asks for a low-water mark, a
+ * peek offset or TCP_INQ's control message (which tcp_bpf_recvmsg() does not serve for redirected bytes) closes its
+ * connection to redirection there, so every byte sent after the call takes TCP and is read as TCP serves it. Only a
+ * message a sender had already redirected and its reader has not read yet is served by the redirect path.
+ */
+SEC("cgroup/setsockopt")
+int sockredir_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct sockredir_learn_key lk;
+	struct sockredir_flow *flow;
+	struct sockredir_sock *me;
+	__u32 bad = SOCKREDIR_LEARNED_BAD;
+	__s32 *value = ctx->optval;
+	__u32 why = 0;
+
+	if (ctx->optlen < (int)sizeof(*value) || (void *)(value + 1) > ctx->optval_end)
+		return 1;
+	if (ctx->level == SR_SOL_SOCKET && ctx->optname == SR_SO_RCVLOWAT && *value > 1)
+		why = SOCKREDIR_READER_LOWAT;
+	else if (ctx->level == SR_SOL_SOCKET && ctx->optname == SR_SO_PEEK_OFF && *value >= 0)
+		why = SOCKREDIR_READER_PEEK_OFF;
+	else if (ctx->level == SR_SOL_TCP && ctx->optname == SR_TCP_INQ && *value != 0)
+		why = SOCKREDIR_READER_INQ;
+	if (!why || !ctx->sk)
+		return 1;
+	me = bpf_sk_storage_get(&sock_state, ctx->sk, 0, 0);
+	if (!me)
+		return 1;
+	flow = bpf_map_lookup_elem(&flows, &me->key);
+	if (!flow)
+		return 1;
+	close_connection(me, flow, why);
+	if (me->flags & SOCKREDIR_SOCK_PASSIVE) {
+		learn_key_of(&me->key, 1, &lk);
+		bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
+	}
+	return 1;
+}
+
+/* Add v to the u32 or u64 at `off` of what getsockopt returns, when the caller's struct tcp_info is that long. */
+#define SR_TCPI_ADD(type, off, v)                                                                                  \
+	do {                                                                                                       \
+		if (len >= (off) + (int)sizeof(type) && info + (off) + sizeof(type) <= end)                        \
+			*(type *)(info + (off)) += (type)(v);                                                      \
+	} while (0)
+
+/*
+ * getsockopt(TCP_INFO) runs this after the kernel filled the caller's struct tcp_info: the bytes and messages
+ * redirected each way are added to TCP's byte and segment counters (one message, one segment), so that a monitor
+ * or a load balancer sees the traffic it would see on plain TCP.
+ */
+SEC("cgroup/getsockopt")
+int sockredir_getsockopt(struct bpf_sockopt *ctx)
+{
+	struct sockredir_flow *in, *out;
+	struct sockredir_sock *me;
+	__u8 *info = ctx->optval;
+	__u8 *end = ctx->optval_end;
+	int len = ctx->optlen;
+
+	if (ctx->level != SR_SOL_TCP || ctx->optname != SR_TCP_INFO || ctx->retval != 0 || !ctx->sk)
+		return 1;
+	me = bpf_sk_storage_get(&sock_state, ctx->sk, 0, 0);
+	if (!me)
+		return 1;
+	out = bpf_map_lookup_elem(&flows, &me->peer);
+	if (out && out->redirected_msgs) {
+		SR_TCPI_ADD(__u64, SOCKREDIR_TCPI_BYTES_ACKED, out->redirected_bytes);
+		SR_TCPI_ADD(__u32, SOCKREDIR_TCPI_SEGS_OUT, out->redirected_msgs);
+		SR_TCPI_ADD(__u32, SOCKREDIR_TCPI_DATA_SEGS_OUT, out->redirected_msgs);
+		SR_TCPI_ADD(__u64, SOCKREDIR_TCPI_BYTES_SENT, out->redirected_bytes);
+	}
+	in = bpf_map_lookup_elem(&flows, &me->key);
+	if (in && in->redirected_msgs) {
+		SR_TCPI_ADD(__u64, SOCKREDIR_TCPI_BYTES_RECEIVED, in->redirected_bytes);
+		SR_TCPI_ADD(__u32, SOCKREDIR_TCPI_SEGS_IN, in->redirected_msgs);
+		SR_TCPI_ADD(__u32, SOCKREDIR_TCPI_DATA_SEGS_IN, in->redirected_msgs);
+	}
+	return 1;
+}
+#undef SR_TCPI_ADD
 
 /* sock:sock_recv_length (Linux 6.5+), fired by sock_recvmsg() for every socket: TP_PROTO(sk, ret, flags). */
 SEC("tp_btf/sock_recv_length")

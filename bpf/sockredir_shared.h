@@ -61,7 +61,11 @@ enum sockredir_counter {
 	SOCKREDIR_EAGAIN_SEEN = 17,      /* reads: a blocking read of a socket in the map returned EAGAIN (the kernel defect) */
 	SOCKREDIR_SOCKETS_EVICTED = 18,  /* sockets taken out of the map (back to plain TCP) */
 	SOCKREDIR_PROMOTED = 19,         /* times a direction moved from TCP to redirection */
-	SOCKREDIR_COUNTER_MAX = 20,
+	/* The option hooks (cgroup/setsockopt): options that change how a socket reads, which the redirect path does
+	 * not serve. Set before the connection is established (or inherited from the listener): kept off the map. */
+	SOCKREDIR_SKIPPED_OPTIONS = 20,  /* connections: SO_RCVLOWAT above 1 or SO_PEEK_OFF when established */
+	SOCKREDIR_READER_INQ = 21,       /* connections: TCP_INQ set (its control message is tcp_recvmsg's alone) */
+	SOCKREDIR_COUNTER_MAX = 22,
 };
 
 /* config.ports: one bit per TCP port, 64 ports per word. */
@@ -105,6 +109,18 @@ struct sockredir_config {
 #define SOCKREDIR_DEFECT_FIONREAD (1U << 2)
 #define SOCKREDIR_DEFECT_TCP_INFO_BYTES (1U << 3)
 #define SOCKREDIR_DEFECT_PROBED_SHIFT 16
+
+/*
+ * Where the getsockopt hook adds the redirected bytes and messages in the struct tcp_info the kernel returns
+ * (<linux/tcp.h>, UAPI: fields are only ever appended). The loader static_asserts them against the header.
+ */
+#define SOCKREDIR_TCPI_BYTES_ACKED 120
+#define SOCKREDIR_TCPI_BYTES_RECEIVED 128
+#define SOCKREDIR_TCPI_SEGS_OUT 136
+#define SOCKREDIR_TCPI_SEGS_IN 140
+#define SOCKREDIR_TCPI_DATA_SEGS_IN 152
+#define SOCKREDIR_TCPI_DATA_SEGS_OUT 156
+#define SOCKREDIR_TCPI_BYTES_SENT 200
 
 /* What one queued redirected message costs beside its bytes (kernel-notes.md section 2: kmalloc-1k). */
 #define SOCKREDIR_MSG_COST 1024
@@ -219,6 +235,11 @@ struct sockredir_unmap_batch {
 /* The receive-path observer, in two variants: the first that loads on this kernel is attached. */
 #define SOCKREDIR_PROG_OBSERVE_TP "sockredir_observe_tp"
 #define SOCKREDIR_PROG_OBSERVE_FEXIT "sockredir_observe_fexit"
+/* The option hooks, each optional: on setsockopt, a socket that sets an option the redirect path does not serve
+ * leaves redirection before the option can matter; on getsockopt(TCP_INFO), redirected bytes and messages are added
+ * to TCP's byte and segment counters. */
+#define SOCKREDIR_PROG_SETSOCKOPT "sockredir_setsockopt"
+#define SOCKREDIR_PROG_GETSOCKOPT "sockredir_getsockopt"
 /* Loaded by detach alone, each optional: detach goes on without them where the kernel cannot load them. */
 #define SOCKREDIR_PROG_EVICT "sockredir_evict"
 #define SOCKREDIR_PROG_UNMAP "sockredir_unmap"

@@ -92,7 +92,7 @@ TEST_CASE("a program in a section the loader does not know is refused by name")
     CHECK_THROWS_WITH_AS(
         open_object(recipe.build()),
         doctest::Contains("section 'xdp': program 'xdp_prog' has a program type this loader does not "
-                          "support (sections: sockops, sk_msg, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
+                          "support (sections: sockops, sk_msg, cgroup/setsockopt, cgroup/getsockopt, tc, tp_btf/NAME, fentry/NAME, fexit/NAME, "
                           "iter/NAME)"),
         Error);
 }

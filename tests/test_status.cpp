@@ -401,7 +401,8 @@ TEST_CASE("status --json prints exactly the documented object")
                             "\"passed_held_back\":109,\"passed_no_peer\":110,\"passed_incompatible\":111,"
                             "\"passed_draining\":112,\"reader_blocking\":113,\"reader_peek_off\":114,"
                             "\"reader_lowat\":115,\"reader_oob_or_trunc\":116,\"blocking_read_eagain\":117,"
-                            "\"sockets_evicted\":118,\"directions_promoted\":119}}\n");
+                            "\"sockets_evicted\":118,\"directions_promoted\":119,\"skipped_reader_options\":120,"
+                            "\"reader_inq\":121}}\n");
 }
 
 TEST_CASE("status --json stays valid with quotes, backslashes and newlines in the paths, and with 64-bit values")
@@ -455,6 +456,8 @@ TEST_CASE("status prints one line per field, the counters by name, and says when
         "  blocking_read_eagain     117",
         "  sockets_evicted          118",
         "  directions_promoted      119",
+        "  skipped_reader_options   120",
+        "  reader_inq               121",
         "  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)",
     };
     CHECK(lines == expected);

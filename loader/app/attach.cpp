@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <iterator>
 #include <optional>
@@ -42,9 +43,14 @@ void set_draining(const std::string& dir)
     write_config(*c);
 }
 
-void detach_link(const std::string& dir)
+std::string hook_warning(const char* program, const char* why)
 {
-    const auto path = dir + "/" + kPinLink;
+    return std::string(program) + " not attached (" + why + "): " + without_program(program);
+}
+
+void detach_link(const std::string& dir, const char* pin)
+{
+    const auto path = dir + "/" + pin;
     if (!ebpf::pin_exists(path))
         return;
     Fd link = sys::obj_get(path);
@@ -61,7 +67,9 @@ EvictResult take_down(const std::string& dir, std::chrono::milliseconds timeout,
     set_draining(dir);
     const auto drained_at = std::chrono::steady_clock::now();
     step_done("drain");
-    detach_link(dir);
+    detach_link(dir, kPinLink);
+    for (const auto& hook : kOptionHooks)
+        detach_link(dir, hook.link_pin);
     step_done("detach_sockops");
     const auto evicted = eviction.run(drained_at, timeout);
     step_done("evict");
@@ -179,6 +187,19 @@ AttachResult attach(const AttachOptions& options)
             result.no_observer_reason += e.what();
         }
     }
+    // The option hooks: each one that loads narrows a difference from TCP; attach goes on without it and says so.
+    std::vector<const char*> hooks;
+    for (const auto& hook : kOptionHooks) {
+        if (!spec.programs.contains(hook.program))
+            continue;
+        load.programs = {hook.program};
+        try {
+            ebpf::load_programs(spec, c, load);
+            hooks.push_back(hook.link_pin);
+        } catch (const Error& e) {
+            result.missing_hooks.push_back(hook_warning(hook.program, e.what()));
+        }
+    }
     kernel_btf.reset();
     step_done("programs");
     // Both eviction programs read the psock by CO-RE: without the kernel's BTF neither loads (an access(2) here;
@@ -212,6 +233,20 @@ AttachResult attach(const AttachOptions& options)
             }
         }
         step_done("attach_observer");
+
+        // Before sockops too: an option set on a socket in the map must find its hook there.
+        for (const auto& hook : kOptionHooks) {
+            if (std::find(hooks.begin(), hooks.end(), hook.link_pin) == hooks.end())
+                continue;
+            const auto& prog = c.programs.at(hook.program);
+            try {
+                Fd hook_link = sys::link_create(prog.fd.get(), cgroup.get(), prog.attach_type);
+                sys::obj_pin(hook_link.get(), staging + "/" + hook.link_pin);
+            } catch (const Error& e) {
+                result.missing_hooks.push_back(hook_warning(hook.program, e.what()));
+            }
+        }
+        step_done("attach_hooks");
 
         // A cgroup link attaches like BPF_F_ALLOW_MULTI: other programs on
         // this cgroup keep running, and the attachment lives as long as the pin.

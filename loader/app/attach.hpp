@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "loader/app/evict.hpp"
 #include "loader/app/ports.hpp"
@@ -31,6 +32,8 @@ struct AttachResult {
     // connection is redirected, and the CLI says so.
     std::string observer;
     std::string no_observer_reason;
+    // The option hooks (kOptionHooks) that could not be loaded or linked, each "program: why"; empty: all linked.
+    std::vector<std::string> missing_hooks;
     // Why a detach will leave connections on the sockmap path until they close (this kernel has no BTF); empty when
     // it can hand them back, as far as attach can tell without loading the eviction programs.
     std::string no_evict;

@@ -1,6 +1,7 @@
 // The shapes sockredir relies on, checked on the spec by name; the initial values attach gives the maps.
 #include "loader/app/contract.hpp"
 
+#include <linux/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -22,6 +23,15 @@ static_assert(sizeof(sockredir_evict_record) == 56, "an iterator record has no p
 // config.defects took the word that was reserved: max_inflight and ports stay where older objects have them.
 static_assert(offsetof(sockredir_config, defects) == 4 && offsetof(sockredir_config, max_inflight) == 8,
               "the config's layout must not move");
+
+static_assert(offsetof(tcp_info, tcpi_bytes_acked) == SOCKREDIR_TCPI_BYTES_ACKED &&
+                  offsetof(tcp_info, tcpi_bytes_received) == SOCKREDIR_TCPI_BYTES_RECEIVED &&
+                  offsetof(tcp_info, tcpi_segs_out) == SOCKREDIR_TCPI_SEGS_OUT &&
+                  offsetof(tcp_info, tcpi_segs_in) == SOCKREDIR_TCPI_SEGS_IN &&
+                  offsetof(tcp_info, tcpi_data_segs_in) == SOCKREDIR_TCPI_DATA_SEGS_IN &&
+                  offsetof(tcp_info, tcpi_data_segs_out) == SOCKREDIR_TCPI_DATA_SEGS_OUT &&
+                  offsetof(tcp_info, tcpi_bytes_sent) == SOCKREDIR_TCPI_BYTES_SENT,
+              "bpf/sockredir_shared.h disagrees with <linux/tcp.h> on struct tcp_info");
 
 namespace {
 
@@ -70,6 +80,12 @@ constexpr ProgramShape kProgramShapes[] = {
     {SOCKREDIR_PROG_OBSERVE_FEXIT, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, "sock_recvmsg",
      "needed only where " SOCKREDIR_PROG_OBSERVE_TP " does not load; without both, no connection is redirected",
      Role::Attach},
+    {SOCKREDIR_PROG_SETSOCKOPT, BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_SETSOCKOPT, nullptr,
+     "a socket that sets SO_RCVLOWAT, SO_PEEK_OFF or TCP_INQ on a redirected connection leaves redirection only at "
+     "its next read",
+     Role::Attach},
+    {SOCKREDIR_PROG_GETSOCKOPT, BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_GETSOCKOPT, nullptr,
+     "TCP_INFO's byte and segment counters leave out redirected traffic", Role::Attach},
     {SOCKREDIR_PROG_EVICT, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, "sockmap",
      "detach hands connections back to TCP with " SOCKREDIR_PROG_UNMAP " instead", Role::Detach},
     {SOCKREDIR_PROG_UNMAP, BPF_PROG_TYPE_SCHED_CLS, 0, nullptr,
@@ -92,6 +108,10 @@ void check_program(const ebpf::ProgramSpec& p, const ProgramShape& shape)
     if (p.type != shape.type)
         throw Error(what + ": type " + ebpf::prog_type_name(p.type) + ", sockredir needs " +
                     ebpf::prog_type_name(shape.type));
+    if (shape.type == BPF_PROG_TYPE_CGROUP_SOCKOPT && p.expected_attach_type != shape.expected_attach_type)
+        throw Error(what + ": sockredir needs it in section '" +
+                    (shape.expected_attach_type == BPF_CGROUP_SETSOCKOPT ? "cgroup/setsockopt" : "cgroup/getsockopt") +
+                    "'");
     if (shape.attach_to != nullptr &&
         (p.expected_attach_type != shape.expected_attach_type || p.attach_to != shape.attach_to))
         throw Error(what + ": sockredir needs it on '" + shape.attach_to + "' as " +

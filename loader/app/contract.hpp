@@ -38,6 +38,13 @@ void check_contract(const ebpf::CollectionSpec& spec);
 // attaches proves readers compatible; without one no connection is redirected (every direction stays on TCP).
 inline constexpr const char* kRequiredPrograms[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG};
 inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_TP, SOCKREDIR_PROG_OBSERVE_FEXIT};
+// The option hooks, each linked to the cgroup beside sock_ops where it loads, under its pin (pins.hpp).
+struct OptionHook {
+    const char* program;
+    const char* link_pin;
+};
+inline constexpr OptionHook kOptionHooks[] = {{SOCKREDIR_PROG_SETSOCKOPT, "setsockopt_link"},
+                                              {SOCKREDIR_PROG_GETSOCKOPT, "getsockopt_link"}};
 
 // The programs sockredir works without (the observers, the eviction programs): attach tries the observers, detach
 // loads the eviction programs where the kernel can (ebpf::LoadOptions::optional), and check reports them apart from

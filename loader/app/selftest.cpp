@@ -719,8 +719,11 @@ std::string defect_warnings(uint32_t bits, bool redirecting)
 
 void print_defect_warnings(const AttachResult& result)
 {
-    if (result.outcome == AttachOutcome::Attached)
-        std::fputs(defect_warnings(result.defects, !result.observer.empty()).c_str(), stderr);
+    if (result.outcome != AttachOutcome::Attached)
+        return;
+    for (const auto& why : result.missing_hooks)
+        std::fprintf(stderr, "sockredir-min: warning: %s\n", why.c_str());
+    std::fputs(defect_warnings(result.defects, !result.observer.empty()).c_str(), stderr);
 }
 
 std::string defect_list(uint32_t set, bool json)

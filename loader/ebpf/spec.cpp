@@ -21,6 +21,9 @@ struct SectionType {
 constexpr SectionType kSectionTypes[] = {
     {"sockops", false, BPF_PROG_TYPE_SOCK_OPS, 0, BPF_CGROUP_SOCK_OPS},
     {"sk_msg", false, BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, BPF_SK_MSG_VERDICT},
+    // Run by the kernel around setsockopt(2) and getsockopt(2) of every socket of the cgroup they are linked to.
+    {"cgroup/setsockopt", false, BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_SETSOCKOPT, BPF_CGROUP_SETSOCKOPT},
+    {"cgroup/getsockopt", false, BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_GETSOCKOPT, BPF_CGROUP_GETSOCKOPT},
     // A classifier (libbpf "tc"): the loader attaches it nowhere; its caller runs it with BPF_PROG_TEST_RUN.
     {"tc", false, BPF_PROG_TYPE_SCHED_CLS, 0, 0},
     // Tracing programs name their target after the '/': attached by BPF_RAW_TRACEPOINT_OPEN.
