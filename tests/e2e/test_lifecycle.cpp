@@ -337,8 +337,9 @@ TEST_CASE("pins are readable by root only")
     CHECK((st.st_mode & 07777) == 0700);
     CHECK(st.st_uid == 0);
     const auto pins = list_dir(sb.pin_dir());
-    // Six maps, sock_ops, sk_msg, the observer that loads here, the sock_ops link and the observer's link.
-    CHECK(pins.size() == 11);
+    // Six maps, sock_ops, sk_msg, the observer that loads here, the two option hooks, the sock_ops link, the
+    // observer's link and the hooks' two links.
+    CHECK(pins.size() == 15);
     for (const auto& name : pins) {
         CAPTURE(name);
         REQUIRE(::stat((sb.pin_dir() + "/" + name).c_str(), &st) == 0);
@@ -417,8 +418,10 @@ TEST_CASE("loading the embedded object and dropping the collection leaks no file
         options.optional = sockredir::app::optional_programs();
         options.optional.push_back(SOCKREDIR_PROG_OBSERVE_FEXIT);
         const auto collection = sockredir::ebpf::load_collection(spec, options);
-        CHECK(collection.programs.size() + collection.not_loaded.size() == 6);
+        CHECK(collection.programs.size() + collection.not_loaded.size() == 8);
         CHECK(collection.programs.contains(SOCKREDIR_PROG_OBSERVE_TP));
+        CHECK(collection.programs.contains(SOCKREDIR_PROG_SETSOCKOPT));
+        CHECK(collection.programs.contains(SOCKREDIR_PROG_GETSOCKOPT));
         CHECK(collection.maps.size() == 7);
         CHECK(count_open_fds() > before);
     }

@@ -1,6 +1,8 @@
 // The data path keeps TCP's promises: a reader that stops holds its sender back, a blocking reader is taken off
-// the map (and its server port remembered), and a reader that only splices is never redirected to.
+// the map (and its server port remembered), a reader that only splices is never redirected to, and one that sets a
+// reading option leaves redirection when it sets it.
 #include <fcntl.h>
+#include <linux/tcp.h> // struct tcp_info with the byte counters (glibc's <netinet/tcp.h> has not)
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -74,8 +76,8 @@ uint64_t send_until_eagain(int fd, size_t chunk)
     return sent;
 }
 
-// Reads `bytes` of the pattern (non-blocking, poll), every byte checked.
-void drain_checked(int fd, uint64_t bytes)
+// Reads `bytes` of the pattern from stream offset `from` (non-blocking, poll), every byte checked.
+void drain_checked_from(int fd, uint64_t from, uint64_t bytes)
 {
     std::vector<unsigned char> buf(256 * 1024), want(256 * 1024);
     for (uint64_t got = 0; got < bytes;) {
@@ -83,11 +85,16 @@ void drain_checked(int fd, uint64_t bytes)
         if (n <= 0)
             throw std::runtime_error("drain: recv ended after " + std::to_string(got) + " of " +
                                      std::to_string(bytes));
-        fill_pattern(7, got, want.data(), static_cast<size_t>(n));
+        fill_pattern(7, from + got, want.data(), static_cast<size_t>(n));
         if (std::memcmp(buf.data(), want.data(), static_cast<size_t>(n)) != 0)
             throw std::runtime_error("drain: wrong byte after stream offset " + std::to_string(got));
         got += static_cast<uint64_t>(n);
     }
+}
+
+void drain_checked(int fd, uint64_t bytes)
+{
+    drain_checked_from(fd, 0, bytes);
 }
 
 std::atomic<uint64_t> g_signals{0};
@@ -289,4 +296,93 @@ TEST_CASE("a reader that only splices is never redirected to, and gets every byt
     CHECK(report_field(report, "intact") == "yes");
     CHECK(counter(status, SOCKREDIR_MSG_REDIRECTED) == 0);
     CHECK(counter(status, SOCKREDIR_PASS_UNPROVEN) > 0);
+}
+
+TEST_CASE("an option that changes how a socket reads takes its connection off redirection at setsockopt, TCP_INFO "
+          "counts the redirected bytes, and a listener's low-water mark keeps its connections off the map")
+{
+    E2E_REQUIRE_KERNEL();
+    Sandbox sb;
+    std::string report;
+    const auto status = attach_and_run(
+        sb,
+        [] {
+            auto p = event_pair();
+            uint8_t answer = 'w';
+            send_all(p.client.get(), &answer, 1);
+            if (recv_blocking(p.server.get(), &answer, 1) != 1)
+                throw std::runtime_error("warm-up");
+            send_all(p.server.get(), &answer, 1);
+            if (recv_blocking(p.client.get(), &answer, 1) != 1)
+                throw std::runtime_error("warm-up answer");
+            // 64 KiB redirected in 16 writes, read as they come.
+            constexpr uint64_t kBytes = 64 * 1024;
+            std::vector<unsigned char> chunk(4096);
+            for (uint64_t off = 0; off < kBytes; off += chunk.size()) {
+                fill_pattern(7, off, chunk.data(), chunk.size());
+                send_all(p.client.get(), chunk.data(), chunk.size());
+                drain_checked_from(p.server.get(), off, chunk.size());
+            }
+            tcp_info c{}, s{};
+            socklen_t len = sizeof c;
+            if (::getsockopt(p.client.get(), IPPROTO_TCP, TCP_INFO, &c, &len) != 0 || len != sizeof c)
+                throw_errno("getsockopt(TCP_INFO) of the sender");
+            len = sizeof s;
+            if (::getsockopt(p.server.get(), IPPROTO_TCP, TCP_INFO, &s, &len) != 0 || len != sizeof s)
+                throw_errno("getsockopt(TCP_INFO) of the reader");
+
+            // SO_RCVLOWAT 1000 on the redirected reader: from here its bytes come by TCP, whose poll() waits for
+            // the mark.
+            const int lowat = 1000;
+            if (::setsockopt(p.server.get(), SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0)
+                throw_errno("setsockopt(SO_RCVLOWAT)");
+            std::vector<unsigned char> half(500);
+            fill_pattern(7, kBytes, half.data(), half.size());
+            send_all(p.client.get(), half.data(), half.size());
+            pollfd pf{p.server.get(), POLLIN, 0};
+            const int at_500 = ::poll(&pf, 1, 100);
+            fill_pattern(7, kBytes + 500, half.data(), half.size());
+            send_all(p.client.get(), half.data(), half.size());
+            pf.revents = 0;
+            const int at_1000 = ::poll(&pf, 1, 2000);
+            drain_checked_from(p.server.get(), kBytes, 1000);
+
+            // A listener with a low-water mark: the accepted socket inherits it and stays on TCP.
+            Fd listener = listen_on(AF_INET, "127.0.0.1", 0);
+            const int two = 2;
+            if (::setsockopt(listener.get(), SOL_SOCKET, SO_RCVLOWAT, &two, sizeof two) != 0)
+                throw_errno("setsockopt(SO_RCVLOWAT) of the listener");
+            Fd c2 = connect_to(AF_INET, "127.0.0.1", local_port(listener.get()));
+            Fd s2 = accept_nonblocking(listener.get());
+            set_nonblocking(c2.get(), true);
+            fill_pattern(7, 0, chunk.data(), chunk.size());
+            send_all(c2.get(), chunk.data(), chunk.size());
+            drain_checked_from(s2.get(), 0, chunk.size());
+
+            return "ok acked=" + std::to_string(c.tcpi_bytes_acked) + " sent=" + std::to_string(c.tcpi_bytes_sent) +
+                   " segs_out=" + std::to_string(c.tcpi_segs_out) + " received=" +
+                   std::to_string(s.tcpi_bytes_received) + " segs_in=" + std::to_string(s.tcpi_segs_in) +
+                   " at_500=" + std::to_string(at_500) + " at_1000=" + std::to_string(at_1000);
+        },
+        report);
+    MESSAGE(report << "; redirected " << counter(status, SOCKREDIR_BYTES_REDIRECTED) << " bytes in "
+                   << counter(status, SOCKREDIR_MSG_REDIRECTED) << " messages, reader_lowat "
+                   << counter(status, SOCKREDIR_READER_LOWAT) << ", skipped_reader_options "
+                   << counter(status, SOCKREDIR_SKIPPED_OPTIONS) << ", passed_incompatible "
+                   << counter(status, SOCKREDIR_PASS_INCOMPATIBLE));
+    REQUIRE(report.rfind("ok ", 0) == 0);
+    // The 64 KiB went by redirection, past TCP's counters: TCP_INFO has them all the same.
+    CHECK(counter(status, SOCKREDIR_BYTES_REDIRECTED) >= 64 * 1024);
+    CHECK(std::stoull(report_field(report, "acked")) >= 64 * 1024);
+    CHECK(std::stoull(report_field(report, "sent")) >= 64 * 1024);
+    CHECK(std::stoull(report_field(report, "received")) >= 64 * 1024);
+    CHECK(std::stoull(report_field(report, "segs_out")) >= 16);
+    CHECK(std::stoull(report_field(report, "segs_in")) >= 16);
+    // The low-water mark held as on TCP: 500 bytes are not readable, 1000 are.
+    CHECK(report_field(report, "at_500") == "0");
+    CHECK(report_field(report, "at_1000") == "1");
+    CHECK(counter(status, SOCKREDIR_READER_LOWAT) == 1);
+    CHECK(counter(status, SOCKREDIR_PASS_INCOMPATIBLE) >= 1);
+    // Of the listener's connection, its server's end never entered the map.
+    CHECK(counter(status, SOCKREDIR_SKIPPED_OPTIONS) == 1);
 }
