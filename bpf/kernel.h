@@ -20,20 +20,10 @@ struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
-struct list_head {
-	struct list_head *next;
-} __attribute__((preserve_access_index));
-
-/* include/linux/skmsg.h: the redirected messages a reader has not read yet wait on ingress_msg. */
-struct sk_psock {
-	struct list_head ingress_msg;
-} __attribute__((preserve_access_index));
-
 struct sock {
 	struct socket *sk_socket;
 	int sk_rcvlowat;
 	int sk_peek_off; /* -1 unless SO_PEEK_OFF */
-	void *sk_user_data; /* the psock while the socket is in a sockmap, flag bits in the low bits */
 } __attribute__((preserve_access_index));
 
 struct tcp_sock {
@@ -55,7 +45,5 @@ struct tcp_sock {
 #define SR_SO_PEEK_OFF 42
 #define SR_TCP_INFO 11
 #define SR_TCP_INQ 36
-/* include/net/sock.h: SK_USER_DATA_PTRMASK clears the flag bits of sk_user_data. */
-#define SR_SK_USER_DATA_PTRMASK (~7UL)
 
 #endif

@@ -87,20 +87,6 @@ static __always_inline void learn_key_of(const struct sockredir_key *key, __u32 
 	lk->reserved = 0;
 }
 
-/* Nothing redirected to this socket is unread: its psock (if any) has an empty ingress_msg list. */
-static __always_inline int ingress_empty(struct sock *sk)
-{
-	unsigned long data = (unsigned long)sk->sk_user_data & SR_SK_USER_DATA_PTRMASK;
-	struct sk_psock *psock = (struct sk_psock *)data;
-	struct list_head *next = 0;
-
-	if (!psock)
-		return 1;
-	if (bpf_probe_read_kernel(&next, sizeof(next), &psock->ingress_msg.next))
-		return 0;
-	return next == &psock->ingress_msg;
-}
-
 static __always_inline int established(struct bpf_sock_ops *skops, __u32 passive)
 {
 	struct sockredir_learn_key lk;
@@ -248,7 +234,7 @@ static __always_inline void maybe_evict(struct bpf_sock_ops *skops, struct sockr
 	if (!skops->sk)
 		return;
 	tp = bpf_skc_to_tcp_sock(skops->sk);
-	if (!tp || !ingress_empty((struct sock *)tp))
+	if (!tp || !sr_psock_ingress_empty(tp))
 		return;
 	if (bpf_map_delete_elem(&sock_hash, &me->key) == 0) {
 		me->flags |= SOCKREDIR_SOCK_EVICTED;
