@@ -21,6 +21,18 @@ static __always_inline void count(__u32 index, __u64 value)
 		__sync_fetch_and_add(slot, value);
 }
 
+/* Hand the socket's redirected messages and bytes not counted yet to the host-wide counters. Under the socket's
+ * lock (sk_msg, sock_ops), as every writer of them. */
+static __always_inline void flush_pending(struct sockredir_sock *me)
+{
+	if (!me->pending_msgs)
+		return;
+	count(SOCKREDIR_MSG_REDIRECTED, me->pending_msgs);
+	count(SOCKREDIR_BYTES_REDIRECTED, me->pending_bytes);
+	me->pending_msgs = 0;
+	me->pending_bytes = 0;
+}
+
 /* Is (a0..a3) an IPv4-mapped IPv6 address (::ffff:a.b.c.d)? Words in network order. */
 static __always_inline int is_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
 {
@@ -268,6 +280,7 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
 	me = bpf_sk_storage_get(&sock_state, skops->sk, 0, 0);
 	if (!me)
 		return 1;
+	flush_pending(me);
 	if (skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE) {
 		/* The sockhash forgets a closed socket by itself; the flow into it is ours to forget. */
 		bpf_map_delete_elem(&flows, &me->key);
@@ -550,11 +563,15 @@ int sockredir_msg(struct sk_msg_md *msg)
 	flow->redirected_bytes += msg->size;
 	flow->redirected_msgs += 1;
 	me->credit -= cost;
-	count(SOCKREDIR_MSG_REDIRECTED, 1);
-	count(SOCKREDIR_BYTES_REDIRECTED, msg->size);
+	/* The first message right away (status shows at once that a connection is redirected), then in batches. */
+	me->pending_msgs += 1;
+	me->pending_bytes += msg->size;
+	if (me->pending_msgs >= SOCKREDIR_COUNT_BATCH || flow->redirected_msgs == 1)
+		flush_pending(me);
 	return SK_PASS;
 tcp:
 	me->path = SOCKREDIR_PATH_TCP;
+	flush_pending(me);
 	count(SOCKREDIR_MSG_PASSED, 1);
 	count(why, 1);
 	return SK_PASS;

@@ -143,11 +143,18 @@ struct sockredir_sock {
 	__u32 path;                /* SOCKREDIR_PATH_* */
 	__u32 flags;               /* SOCKREDIR_SOCK_* */
 	__u32 copied_seq;          /* the socket's TCP copied_seq after its last observed read */
-	__u32 reserved;
+	/* Messages and bytes this socket redirected that the host-wide counters do not have yet: added to them in
+	 * batches of SOCKREDIR_COUNT_BATCH messages, and when the socket sends a segment or closes (a counter
+	 * update is a map lookup and an atomic add, a quarter of sk_msg's cost per message). */
+	__u32 pending_msgs;
 	/* Flow control: bytes this socket may still redirect before it looks at what its reader has read again
 	 * (the reader's cache line). Never more than --max-inflight minus what was unread when last looked. */
 	__u64 credit;
+	__u64 pending_bytes;
 };
+
+/* The most redirected messages of one socket that status may not count yet (sockredir_sock.pending_msgs). */
+#define SOCKREDIR_COUNT_BATCH 64
 
 /*
  * One direction of a connection, in "flows" under the key of the socket that receives it. The sender writes the
