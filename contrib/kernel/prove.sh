@@ -87,7 +87,7 @@ chmod 755 "$tree/init"
 
 # --- boot each kernel once -------------------------------------------------------------------------------------------
 boot() { # name kernel -> prints the serial log, sets $verdict
-    local name="$1" kernel="$2" log="$work/serial-$1.log" rc=0 start=$SECONDS
+    local name="$1" kernel="$2" log="$work/serial-${1%%:*}.log" rc=0 start=$SECONDS
     echo "=== $name ($kernel)"
     timeout -k 10 "$timeout_s" qemu-system-x86_64 \
         -nodefaults -no-reboot -display none -monitor none -serial stdio \
