@@ -103,9 +103,8 @@ TEST_CASE("the config word has what was found in the low half and what was probe
     CHECK(defect_bits(report({S::Absent, S::Absent, S::Absent, S::Absent, S::Absent, S::Absent, S::Absent,
                               S::Absent})) == probed(kAll));
     CHECK(defect_bits(report({S::Absent, S::Absent, S::Absent, S::Absent, S::Present, S::NotProbed, S::Absent,
-                              S::Present})) ==
-          (SOCKREDIR_DEFECT_MSG_TRUNC | SOCKREDIR_DEFECT_SPLICE |
-           probed(kAll & ~static_cast<uint32_t>(SOCKREDIR_DEFECT_SHUTDOWN_RD))));
+                              S::Present})) == (SOCKREDIR_DEFECT_MSG_TRUNC | SOCKREDIR_DEFECT_SPLICE |
+                                                probed(kAll & ~static_cast<uint32_t>(SOCKREDIR_DEFECT_SHUTDOWN_RD))));
 }
 
 TEST_CASE("the config word keeps ports where they were: defects takes the reserved word")
