@@ -15,7 +15,11 @@ using namespace sockredir::app;
 namespace {
 
 constexpr uint32_t kAll = SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN |
-                          SOCKREDIR_DEFECT_FIONREAD | SOCKREDIR_DEFECT_TCP_INFO_BYTES;
+                          SOCKREDIR_DEFECT_FIONREAD | SOCKREDIR_DEFECT_TCP_INFO_BYTES | SOCKREDIR_DEFECT_MSG_TRUNC |
+                          SOCKREDIR_DEFECT_SHUTDOWN_RD | SOCKREDIR_DEFECT_OOB_INLINE | SOCKREDIR_DEFECT_SPLICE;
+// Every probe but blocking-read-eagain, in table order: those that attach.
+constexpr const char* kAttached = "close-unread-fin, fionread-redirected, tcp-info-bytes, msg-trunc-ignored, "
+                                  "shutdown-rd-readable, oob-inline, splice-misses-redirected";
 
 uint32_t probed(uint32_t bits)
 {
@@ -66,11 +70,24 @@ TEST_CASE("each defect has a name of its own, a bit of its own below the probed 
     CHECK(std::string(specs[1].name) == "close-unread-fin");
     CHECK(std::string(specs[2].name) == "fionread-redirected");
     CHECK(std::string(specs[3].name) == "tcp-info-bytes");
-    // Only the first costs no attach of its own: the one attach runs.
+    CHECK(std::string(specs[4].name) == "msg-trunc-ignored");
+    CHECK(std::string(specs[5].name) == "shutdown-rd-readable");
+    CHECK(std::string(specs[6].name) == "oob-inline");
+    CHECK(std::string(specs[7].name) == "splice-misses-redirected");
+    // The bits stored by earlier attachments keep their meaning: new probes take new bits.
+    CHECK(specs[0].bit == 1U << 0);
+    CHECK(specs[3].bit == 1U << 3);
+    CHECK(specs[4].bit == 1U << 4);
+    CHECK(specs[7].bit == 1U << 7);
+    // Only the first costs no attach of its own: the one attach runs. It alone bites without redirection: insertion
+    // into the map is enough.
     CHECK_FALSE(specs[0].needs_attach);
-    CHECK((specs[1].needs_attach && specs[2].needs_attach && specs[3].needs_attach));
-    // It alone bites without redirection: insertion into the map is enough.
     CHECK_FALSE(specs[0].needs_redirect);
+    for (size_t i = 1; i < specs.size(); ++i) {
+        CAPTURE(specs[i].name);
+        CHECK(specs[i].needs_attach);
+        CHECK(specs[i].needs_redirect);
+    }
 }
 
 TEST_CASE("the config word has what was found in the low half and what was probed in the high half")
@@ -79,9 +96,15 @@ TEST_CASE("the config word has what was found in the low half and what was probe
     CHECK(defect_bits(selftests_not_run("no privileges")) == 0);
     CHECK(defect_bits(report({S::Present, S::NotProbed, S::NotProbed, S::NotProbed})) ==
           (SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | probed(SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN)));
+    const uint32_t first_four = SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN |
+                                SOCKREDIR_DEFECT_FIONREAD | SOCKREDIR_DEFECT_TCP_INFO_BYTES;
     CHECK(defect_bits(report({S::Absent, S::Present, S::Absent, S::Present})) ==
-          (SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN | SOCKREDIR_DEFECT_TCP_INFO_BYTES | probed(kAll)));
-    CHECK(defect_bits(report({S::Absent, S::Absent, S::Absent, S::Absent})) == probed(kAll));
+          (SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN | SOCKREDIR_DEFECT_TCP_INFO_BYTES | probed(first_four)));
+    CHECK(defect_bits(report({S::Absent, S::Absent, S::Absent, S::Absent, S::Absent, S::Absent, S::Absent,
+                              S::Absent})) == probed(kAll));
+    CHECK(defect_bits(report({S::Absent, S::Absent, S::Absent, S::Absent, S::Present, S::NotProbed, S::Absent,
+                              S::Present})) == (SOCKREDIR_DEFECT_MSG_TRUNC | SOCKREDIR_DEFECT_SPLICE |
+                                                probed(kAll & ~static_cast<uint32_t>(SOCKREDIR_DEFECT_SHUTDOWN_RD))));
 }
 
 TEST_CASE("the config word keeps ports where they were: defects takes the reserved word")
@@ -98,9 +121,16 @@ TEST_CASE("status names the defects found, says none found, and what was not pro
     CHECK(format_defects(SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN | probed(kAll)) ==
           "blocking-read-eagain, close-unread-fin");
     CHECK(format_defects(SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | probed(SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN)) ==
-          "blocking-read-eagain (not probed: close-unread-fin, fionread-redirected, tcp-info-bytes)");
+          std::string("blocking-read-eagain (not probed: ") + kAttached + ")");
     CHECK(format_defects(probed(SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN)) ==
-          "none found (not probed: close-unread-fin, fionread-redirected, tcp-info-bytes)");
+          std::string("none found (not probed: ") + kAttached + ")");
+    // What an attachment of an older sockredir-min recorded, with the first four probes only: the new ones are not
+    // probed there.
+    const uint32_t old_four = SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN | SOCKREDIR_DEFECT_CLOSE_UNREAD_FIN |
+                              SOCKREDIR_DEFECT_FIONREAD | SOCKREDIR_DEFECT_TCP_INFO_BYTES;
+    CHECK(format_defects(SOCKREDIR_DEFECT_FIONREAD | probed(old_four)) ==
+          "fionread-redirected (not probed: msg-trunc-ignored, shutdown-rd-readable, oob-inline, "
+          "splice-misses-redirected)");
 }
 
 TEST_CASE("the defect lists for status --json are JSON strings in table order")
@@ -109,8 +139,10 @@ TEST_CASE("the defect lists for status --json are JSON strings in table order")
     CHECK(defect_list(SOCKREDIR_DEFECT_TCP_INFO_BYTES | SOCKREDIR_DEFECT_BLOCKING_READ_EAGAIN, true) ==
           "\"blocking-read-eagain\",\"tcp-info-bytes\"");
     CHECK(defect_list(SOCKREDIR_DEFECT_FIONREAD, false) == "fionread-redirected");
+    CHECK(defect_list(SOCKREDIR_DEFECT_SPLICE | SOCKREDIR_DEFECT_MSG_TRUNC, true) ==
+          "\"msg-trunc-ignored\",\"splice-misses-redirected\"");
     // Bits beyond the table name nothing.
-    CHECK(defect_list(~0U, false) == "blocking-read-eagain, close-unread-fin, fionread-redirected, tcp-info-bytes");
+    CHECK(defect_list(~0U, false) == std::string("blocking-read-eagain, ") + kAttached);
 }
 
 TEST_CASE("attach warns once per defect present, in one line each, what it does and whom it affects")
@@ -160,10 +192,12 @@ TEST_CASE("check's section has its time, then one line per probe: present with i
     REQUIRE(lines.size() == 1 + kDefectCount);
     CHECK(lines[0] == "live self-tests (this kernel, a private namespace and cgroup; not part of the verdict): 42 ms");
     const auto specs = defect_specs();
-    CHECK(lines[1] == std::string("  blocking-read-eagain  present: saw 0; affects: ") + specs[0].patterns);
-    CHECK(lines[2] == "  close-unread-fin      absent: saw 1");
-    CHECK(lines[3] == "  fionread-redirected   not probed: saw 2");
-    CHECK(lines[4] == std::string("  tcp-info-bytes        present: saw 3; affects: ") + specs[3].patterns);
+    // The states line up after the longest name, splice-misses-redirected, and two spaces.
+    CHECK(lines[1] == std::string("  blocking-read-eagain      present: saw 0; affects: ") + specs[0].patterns);
+    CHECK(lines[2] == "  close-unread-fin          absent: saw 1");
+    CHECK(lines[3] == "  fionread-redirected       not probed: saw 2");
+    CHECK(lines[4] == std::string("  tcp-info-bytes            present: saw 3; affects: ") + specs[3].patterns);
+    CHECK(lines[8] == "  splice-misses-redirected  not probed: why");
 }
 
 TEST_CASE("a report of probes not run says why on every line")

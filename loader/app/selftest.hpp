@@ -27,7 +27,7 @@ struct DefectSpec {
     bool needs_redirect;
 };
 std::span<const DefectSpec> defect_specs();
-inline constexpr size_t kDefectCount = 4; // rows of defect_specs()
+inline constexpr size_t kDefectCount = 8; // rows of defect_specs()
 
 enum class DefectState { Present, Absent, NotProbed };
 

@@ -55,6 +55,17 @@ unsigned possible_cpus()
     return count;
 }
 
+// Counter `index` of the per-CPU array `counters`, summed; 0 where the lookup finds nothing. `per_cpu`: one slot per
+// possible CPU.
+uint64_t sum_counter(int counters, uint32_t index, std::vector<uint64_t>& per_cpu)
+{
+    uint64_t sum = 0;
+    if (sys::map_lookup(counters, &index, per_cpu.data()))
+        for (uint64_t v : per_cpu)
+            sum += v;
+    return sum;
+}
+
 // The cgroup2 directory whose inode number is `id`, searched breadth-first.
 std::string find_cgroup(const std::string& root, uint64_t id)
 {
@@ -155,18 +166,21 @@ Status read_status(const std::string& pin_dir)
     Fd counters = sys::obj_get(p / SOCKREDIR_MAP_COUNTERS);
     s.counters_id = sys::map_info(counters.get()).id;
     std::vector<uint64_t> per_cpu(possible_cpus());
-    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i) {
-        if (!sys::map_lookup(counters.get(), &i, per_cpu.data()))
-            continue;
-        for (uint64_t v : per_cpu)
-            s.counters[i] += v;
-    }
+    for (uint32_t i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
+        s.counters[i] = sum_counter(counters.get(), i, per_cpu);
 
     if (const auto config = read_config(p.path())) {
         s.ports = format_ports(config->value);
         s.defects = config->value.defects;
     }
     return s;
+}
+
+uint64_t read_counter(const std::string& pin_dir, uint32_t index)
+{
+    const Fd counters = sys::obj_get(PinDir(pin_dir) / SOCKREDIR_MAP_COUNTERS);
+    std::vector<uint64_t> per_cpu(possible_cpus());
+    return sum_counter(counters.get(), index, per_cpu);
 }
 
 std::string format_text(const Status& s)

@@ -34,6 +34,9 @@ struct Status {
 };
 
 Status read_status(const std::string& pin_dir);
+// One counter (enum sockredir_counter) of the attachment at `pin_dir`, summed over the CPUs: what read_status reads,
+// without its walk of the cgroups (the self-tests read it around every send they make).
+uint64_t read_counter(const std::string& pin_dir, uint32_t index);
 
 std::string format_text(const Status& s);
 std::string format_json(const Status& s);

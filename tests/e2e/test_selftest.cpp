@@ -33,24 +33,39 @@ constexpr const char* kHeading =
 constexpr const char* kPrefix = "sockredir-selftest-";
 
 // What each kernel series does, as measured: the host's 6.18, and the VMs' Debian 6.1.0-57 and 6.12.117
-// (tools/vmtest.sh prints check's section there). "" where it depends on the release within the series: FIONREAD counts
-// redirected bytes from 6.12.75 (psock->msg_tot_len). TCP_INFO counts them wherever sockredir's getsockopt hook loads.
+// (tools/vmtest.sh prints check's section there). "" where it depends on the release within the series (FIONREAD
+// counts redirected bytes from 6.12.75: psock->msg_tot_len), or where no run of this probe there is recorded yet:
+// tcp-info-bytes since the getsockopt hook, and the four probes after it (the conformance suite shows their
+// differences on all three series; its ledger, tests/conform/known-differences.txt).
 const std::map<std::string, std::map<std::string, std::string>> kMeasured = {
     {"6.1",
      {{"blocking-read-eagain", "present"},
       {"close-unread-fin", "present"},
       {"fionread-redirected", "present"},
-      {"tcp-info-bytes", "absent"}}},
+      {"tcp-info-bytes", ""},
+      {"msg-trunc-ignored", ""},
+      {"shutdown-rd-readable", ""},
+      {"oob-inline", ""},
+      {"splice-misses-redirected", ""}}},
     {"6.12",
      {{"blocking-read-eagain", "present"},
       {"close-unread-fin", "present"},
       {"fionread-redirected", ""},
-      {"tcp-info-bytes", "absent"}}},
+      {"tcp-info-bytes", ""},
+      {"msg-trunc-ignored", ""},
+      {"shutdown-rd-readable", ""},
+      {"oob-inline", ""},
+      {"splice-misses-redirected", ""}}},
+    // tcp-info-bytes: absent since sockredir's getsockopt hook adds the redirected bytes (present without it).
     {"6.18",
      {{"blocking-read-eagain", "present"},
       {"close-unread-fin", "present"},
       {"fionread-redirected", "absent"},
-      {"tcp-info-bytes", "absent"}}},
+      {"tcp-info-bytes", "absent"},
+      {"msg-trunc-ignored", "present"},
+      {"shutdown-rd-readable", "present"},
+      {"oob-inline", "present"},
+      {"splice-misses-redirected", "present"}}},
 };
 
 std::string series()
@@ -220,6 +235,23 @@ TEST_CASE("check proves on this kernel which differences from TCP are open, in w
         if (const auto known = kMeasured.find(series()); known != kMeasured.end() && !known->second.at(name).empty())
             CHECK(state == known->second.at(name));
     }
+    // What each probe saw, in the words its line gives, where the state alone could hide a probe that looked at the
+    // wrong thing: the bytes were redirected and the call in question ran on them.
+    const auto saw = [&](const char* name, const char* words) {
+        CAPTURE(name);
+        CHECK(s.detail.at(name).find(words) != std::string::npos);
+    };
+    if (s.state.at("tcp-info-bytes") == "absent")
+        saw("tcp-info-bytes", "for 1000 redirected bytes (sockredir's getsockopt hook adds them)");
+    if (s.state.at("msg-trunc-ignored") == "present")
+        saw("msg-trunc-ignored", "with 300 redirected bytes unread, and the next read starts at byte 0");
+    if (s.state.at("shutdown-rd-readable") == "present")
+        saw("shutdown-rd-readable", "returned 100 with 100 bytes redirected after it (TCP here, the same story: "
+                                    "returned 0)");
+    if (s.state.at("oob-inline") == "present")
+        saw("oob-inline", "the urgent byte came in line: POLLPRI not set");
+    if (s.state.at("splice-misses-redirected") == "present")
+        saw("splice-misses-redirected", "with 1000 redirected bytes unread, then recv() returned 1000");
 }
 
 TEST_CASE("the self-tests leave no cgroup, mount, namespace, program or map behind")
@@ -247,7 +279,10 @@ TEST_CASE("a self-test child killed in the middle is reported and cleaned up aft
     const Section s = parse_section(r.out);
     REQUIRE(s.found);
     CHECK(s.state.at("blocking-read-eagain") != "not probed");
-    for (const char* name : {"close-unread-fin", "fionread-redirected", "tcp-info-bytes"}) {
+    for (const auto& spec : sockredir::app::defect_specs()) {
+        if (!spec.needs_attach)
+            continue;
+        const std::string name = spec.name;
         CAPTURE(name);
         CHECK(s.state.at(name) == "not probed");
         CHECK(s.detail.at(name) == "the self-test child was killed by signal 9");
@@ -315,7 +350,8 @@ TEST_CASE("attach warns on stderr once per defect its self-test finds, exits 0, 
     CHECK(text.out.find("\n  kernel defects  " + sockredir::app::format_defects(s.defects) + "\n") !=
           std::string::npos);
     CHECK(text.out.find("kernel defects  blocking-read-eagain (not probed: close-unread-fin, fionread-redirected, "
-                        "tcp-info-bytes)") != std::string::npos);
+                        "tcp-info-bytes, msg-trunc-ignored, shutdown-rd-readable, oob-inline, "
+                        "splice-misses-redirected)") != std::string::npos);
     const auto json = run_bin({"status", "--json", "--pin-dir", sb.pin_dir()});
     CHECK(json.out.find("\"defects\":[\"blocking-read-eagain\"],\"defects_probed\":[\"blocking-read-eagain\"]") !=
           std::string::npos);
