@@ -500,8 +500,18 @@ public:
     // No detach: the pins are on this process's own bpffs, which goes with its mount namespace, and the links with
     // them.
 
-    // sockredir's own count of the bytes it redirected, as status shows it.
-    uint64_t redirected() const { return read_counter(result_.pin_dir, SOCKREDIR_BYTES_REDIRECTED); }
+    // sockredir's own count of the bytes it redirected, as status shows it, and those the socket `fd` redirected that
+    // it has not handed to the counters yet (sockredir_sock.pending_bytes: socket storage is looked up by fd).
+    uint64_t redirected(int fd) const
+    {
+        uint64_t n = read_counter(result_.pin_dir, SOCKREDIR_BYTES_REDIRECTED);
+        const base::Fd state = ebpf::sys::obj_get(result_.pin_dir + "/" + SOCKREDIR_MAP_SOCK_STATE);
+        sockredir_sock me{};
+        const int key = fd;
+        if (ebpf::sys::map_lookup(state.get(), &key, &me))
+            n += me.pending_bytes;
+        return n;
+    }
 
     // "" when the option hook `program` (kOptionHooks) is linked, else why not.
     std::string hook_missing(std::string_view program) const
@@ -527,10 +537,10 @@ public:
     // them on the reader's side before it returns.
     void send_redirected(int fd, const void* data, size_t len, int flags, const char* what) const
     {
-        const uint64_t before = redirected();
+        const uint64_t before = redirected(fd);
         if (::send(fd, data, len, flags | MSG_NOSIGNAL) != static_cast<ssize_t>(len))
             fail("send", what);
-        if (const uint64_t moved = redirected() - before; moved < len) {
+        if (const uint64_t moved = redirected(fd) - before; moved < len) {
             char text[200];
             std::snprintf(text, sizeof text, "%s took TCP: sockredir redirected %llu of its %zu bytes", what,
                           static_cast<unsigned long long>(moved), len);
