@@ -178,7 +178,7 @@ TEST_CASE("a probe attach runs that could not run is warned about as unknown, th
     const auto lines = lines_of(defect_warnings(0, true));
     REQUIRE(lines.size() == 2);
     // And the probes that need an attachment of their own, which attach never runs, are named in one line.
-    CHECK(lines[1] == std::string("sockredir-min: note: redirected connections may also differ from TCP here in ") +
+    CHECK(lines[1] == std::string("sockredir-min: warning: redirected connections may also differ from TCP here in ") +
                           kAttached + " (not probed at attach; sockredir-min check proves each on this kernel)");
     // Without redirection none of them can bite.
     CHECK(lines_of(defect_warnings(0, false)).size() == 1);

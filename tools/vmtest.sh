@@ -211,7 +211,7 @@ step "sockredir-min attach"
 sockredir-min attach --max-inflight 1073741824 2>/tmp/attach.err || { cat /tmp/attach.err; fail "attach failed"; }
 cat /tmp/attach.err
 # One warning line per defect its self-test found, as check found it.
-if grep -q '^  blocking-read-eagain  present' /tmp/check.out; then
+if grep -qE '^  blocking-read-eagain +present' /tmp/check.out; then
     grep -q "^sockredir-min: warning: this kernel's sockmap path returns EAGAIN" /tmp/attach.err ||
         fail "attach did not warn of blocking-read-eagain"
 fi

@@ -1011,7 +1011,7 @@ std::string defect_warnings(uint32_t bits, bool redirecting)
             (redirecting || !spec.needs_redirect))
             unprobed += (unprobed.empty() ? "" : ", ") + std::string(spec.name);
     if (!unprobed.empty())
-        out += "sockredir-min: note: redirected connections may also differ from TCP here in " + unprobed +
+        out += "sockredir-min: warning: redirected connections may also differ from TCP here in " + unprobed +
                " (not probed at attach; sockredir-min check proves each on this kernel)\n";
     return out;
 }

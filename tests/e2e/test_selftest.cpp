@@ -336,7 +336,7 @@ TEST_CASE("attach warns on stderr once per defect its self-test finds, exits 0, 
     // One line per defect found, and one that names the probes attach does not run.
     CHECK(line_count(r.err) == static_cast<int>(present_cheap(known->second)) + 1);
     const auto& spec = sockredir::app::defect_specs()[0];
-    const std::string note = "sockredir-min: note: redirected connections may also differ from TCP here in "
+    const std::string note = "sockredir-min: warning: redirected connections may also differ from TCP here in "
                              "close-unread-fin, fionread-redirected, tcp-info-bytes, msg-trunc-ignored, "
                              "shutdown-rd-readable, oob-inline, splice-misses-redirected (not probed at attach; "
                              "sockredir-min check proves each on this kernel)\n";
