@@ -312,6 +312,31 @@ static __always_inline void close_connection(struct sockredir_sock *me, struct s
 }
 
 /*
+ * The adaptive path. A redirected read that finds several messages queued means the reader lags behind a stream of
+ * writes: each redirected write woke it once and cost a message of its own, where TCP would have coalesced them
+ * into a few segments and one wake-up. Enough of those in a row move the direction to TCP for good (the bytes keep
+ * their order: the reader drains the redirect queue first).
+ */
+static __always_inline void maybe_demote(struct sockredir_sock *me, struct sockredir_flow *flow, int ret)
+{
+	__u64 msgs = flow->redirected_msgs, bytes = flow->redirected_bytes;
+	struct sockredir_config *cfg;
+	__u32 zero = 0;
+
+	if (flow->never || msgs < SOCKREDIR_DEMOTE_MIN_MSGS)
+		return;
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || (cfg->flags & SOCKREDIR_F_NO_ADAPTIVE))
+		return;
+	if ((__u64)ret * msgs < SOCKREDIR_DEMOTE_BATCH * bytes) {
+		flow->batched_reads = 0;
+		return;
+	}
+	if (++flow->batched_reads >= SOCKREDIR_DEMOTE_READS)
+		close_connection(me, flow, SOCKREDIR_DEMOTED);
+}
+
+/*
  * The receive-path observer: every recvmsg of a socket in our map, after the fact, with the flags the kernel saw.
  * It proves a reader compatible (a non-blocking read, no SO_PEEK_OFF, SO_RCVLOWAT, MSG_OOB or MSG_TRUNC: what
  * tcp_bpf_recvmsg() serves exactly as tcp_recvmsg() does), closes the connection to redirection otherwise, and
@@ -360,6 +385,15 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 		flow->reader_ok = 1;
 	}
 
+	/* A connection closed to redirection from the other end (its sender, a hook): this socket leaves the map too. */
+	if (flow->never)
+		me->flags |= SOCKREDIR_SOCK_EVICT;
+	/* It read something: what it writes next answers it, and is no stream. */
+	if (ret > 0) {
+		me->unanswered = 0;
+		me->run_bytes = 0;
+	}
+
 	copied = tp->copied_seq;
 	if (ret > 0 && !(flags & SR_MSG_PEEK)) {
 		/* tcp_bpf_recvmsg() serves a read from the redirect queue or from TCP's, never both: TCP's moves
@@ -367,6 +401,7 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 		if (copied == me->copied_seq) {
 			__sync_fetch_and_add(&flow->read_bytes, ret);
 			__sync_fetch_and_add(&flow->read_msgs, 1);
+			maybe_demote(me, flow, ret);
 		}
 		me->copied_seq = copied;
 	}
@@ -511,9 +546,23 @@ int sockredir_msg(struct sk_msg_md *msg)
 		goto tcp;
 	}
 	if (flow->never) {
-		why = SOCKREDIR_PASS_INCOMPATIBLE;
+		why = flow->reason == SOCKREDIR_DEMOTED ? SOCKREDIR_PASS_DEMOTED : SOCKREDIR_PASS_INCOMPATIBLE;
 		me->flags |= SOCKREDIR_SOCK_EVICT;
 		goto tcp;
+	}
+	/* A run of small writes that nobody answers: a stream, which TCP carries faster. */
+	if (me->unanswered >= SOCKREDIR_DEMOTE_RUN && !(cfg->flags & SOCKREDIR_F_NO_ADAPTIVE)) {
+		if (me->run_bytes <= (__u64)SOCKREDIR_DEMOTE_RUN * SOCKREDIR_DEMOTE_MAX_AVG) {
+			struct sockredir_flow *in = bpf_map_lookup_elem(&flows, &me->key);
+
+			if (in) {
+				close_connection(me, in, SOCKREDIR_DEMOTED);
+				why = SOCKREDIR_PASS_DEMOTED;
+				goto tcp;
+			}
+		}
+		me->unanswered = 0;
+		me->run_bytes = 0;
 	}
 	/*
 	 * Flow control: what the reader has not read yet, each message with the kernel memory it holds, stays
@@ -563,6 +612,8 @@ int sockredir_msg(struct sk_msg_md *msg)
 	flow->redirected_bytes += msg->size;
 	flow->redirected_msgs += 1;
 	me->credit -= cost;
+	me->unanswered += 1;
+	me->run_bytes += msg->size;
 	/* The first message right away (status shows at once that a connection is redirected), then in batches. */
 	me->pending_msgs += 1;
 	me->pending_bytes += msg->size;

@@ -65,7 +65,11 @@ enum sockredir_counter {
 	 * not serve. Set before the connection is established (or inherited from the listener): kept off the map. */
 	SOCKREDIR_SKIPPED_OPTIONS = 20,  /* connections: SO_RCVLOWAT above 1 or SO_PEEK_OFF when established */
 	SOCKREDIR_READER_INQ = 21,       /* connections: TCP_INQ set (its control message is tcp_recvmsg's alone) */
-	SOCKREDIR_COUNTER_MAX = 22,
+	/* The adaptive path: a stream of small writes is carried faster by TCP, which coalesces them into segments and
+	 * wakes the reader once per segment, where a redirect costs a message and a wake-up per write. */
+	SOCKREDIR_PASS_DEMOTED = 22,     /* messages: their connection was moved to TCP for good, as a stream */
+	SOCKREDIR_DEMOTED = 23,          /* connections moved to TCP for good as streams of small writes */
+	SOCKREDIR_COUNTER_MAX = 24,
 };
 
 /* config.ports: one bit per TCP port, 64 ports per word. */
@@ -98,6 +102,8 @@ struct sockredir_config {
  * both or neither enter the map.
  */
 #define SOCKREDIR_F_PORTS (1U << 1)
+/* config.flags: no demotion (attach --no-adaptive): every direction stays redirected while its reader keeps up. */
+#define SOCKREDIR_F_NO_ADAPTIVE (1U << 2)
 
 /*
  * config.defects: the differences from TCP that the kernel's sockmap path leaves open, as attach proved them live
@@ -155,7 +161,27 @@ struct sockredir_sock {
 	 * (the reader's cache line). Never more than --max-inflight minus what was unread when last looked. */
 	__u64 credit;
 	__u64 pending_bytes;
+	/* The adaptive path: messages (and their bytes) this socket redirected since it last read anything. A socket
+	 * that writes SOCKREDIR_DEMOTE_RUN messages in a row, without reading an answer, of less than
+	 * SOCKREDIR_DEMOTE_MAX_AVG bytes on average, is a stream that TCP carries faster. */
+	__u32 unanswered;
+	__u32 reserved;
+	__u64 run_bytes;
 };
+
+/*
+ * Demotion: a connection moves to TCP for good, both sockets leaving the map, when redirection loses on it.
+ * - A writer that redirected SOCKREDIR_DEMOTE_RUN messages in a row without reading anything, SOCKREDIR_DEMOTE_MAX_AVG
+ *   bytes or less each on average (sk_msg). Request/response reads an answer between its writes; large writes
+ *   (128 KiB bulk) gain from redirection and stay.
+ * - A reader that SOCKREDIR_DEMOTE_READS times in a row finds SOCKREDIR_DEMOTE_BATCH or more messages' worth queued
+ *   (the observer), once SOCKREDIR_DEMOTE_MIN_MSGS were redirected to it: it lags behind a stream of writes.
+ */
+#define SOCKREDIR_DEMOTE_RUN 64
+#define SOCKREDIR_DEMOTE_MAX_AVG (64 * 1024)
+#define SOCKREDIR_DEMOTE_MIN_MSGS 16
+#define SOCKREDIR_DEMOTE_BATCH 4
+#define SOCKREDIR_DEMOTE_READS 8
 
 /* The most redirected messages of one socket that status may not count yet (sockredir_sock.pending_msgs). */
 #define SOCKREDIR_COUNT_BATCH 64
@@ -181,7 +207,9 @@ struct sockredir_flow {
 	__u64 read_msgs;        /* a lower bound of the messages read; all of them once every byte is read */
 	__u32 rx_copied_seq;    /* the receiver's TCP copied_seq after its last observed read */
 	__u32 reader_ok;        /* the receiver was seen reading in a way the redirect path serves as TCP does */
-	__u64 reserved2[5];
+	__u32 batched_reads;    /* redirected reads in a row that each took SOCKREDIR_DEMOTE_BATCH messages or more */
+	__u32 reserved3;
+	__u64 reserved2[4];
 };
 
 /* Key of "learned": how the readers behind one server port of one network namespace read. */

@@ -353,6 +353,15 @@ TEST_CASE("--ports takes ports and ranges for attach and run, and nothing else")
     CHECK(usage_error({"status", "--ports", "80"}).find("unknown option '--ports'") == 0);
 }
 
+TEST_CASE("--no-adaptive is a flag of attach and run, and nothing else")
+{
+    CHECK(parsed({"attach", "--no-adaptive"}).no_adaptive);
+    CHECK(parsed({"run", "--no-adaptive", "--ports", "80"}).no_adaptive);
+    CHECK_FALSE(parsed({"attach"}).no_adaptive);
+    CHECK(usage_error({"detach", "--no-adaptive"}).find("unknown option '--no-adaptive'") == 0);
+    CHECK(usage_error({"status", "--no-adaptive"}).find("unknown option '--no-adaptive'") == 0);
+}
+
 TEST_CASE("ports takes one selection, a list or all, and --pin-dir")
 {
     const auto c = parsed({"ports", "6379,8000-8100"});

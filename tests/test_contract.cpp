@@ -80,7 +80,7 @@ TEST_CASE("the real object opens into its seven maps, the programs sockredir att
     CHECK(spec.maps.at(SOCKREDIR_MAP_UNMAP_BATCH).value_size == sizeof(sockredir_unmap_batch));
 }
 
-TEST_CASE("the config map starts with draining off and the port selection, set on the spec before load")
+TEST_CASE("the config map starts with draining off, the port selection and --no-adaptive, set on the spec before load")
 {
     const auto spec = sockredir_spec(real_object(), {0, 0, {{6379, 6379}, {8000, 8002}}});
     const auto& config = spec.maps.at(SOCKREDIR_MAP_CONFIG);
@@ -99,6 +99,11 @@ TEST_CASE("the config map starts with draining off and the port selection, set o
     const auto all = sockredir_spec(real_object(), {});
     std::memcpy(&value, all.maps.at(SOCKREDIR_MAP_CONFIG).contents.at(0).value.data(), sizeof value);
     CHECK(value.flags == 0);
+    CHECK(format_ports(value) == "all");
+    // --no-adaptive: its flag, the selection untouched.
+    const auto fixed = sockredir_spec(real_object(), {0, 0, {}, true});
+    std::memcpy(&value, fixed.maps.at(SOCKREDIR_MAP_CONFIG).contents.at(0).value.data(), sizeof value);
+    CHECK(value.flags == SOCKREDIR_F_NO_ADAPTIVE);
     CHECK(format_ports(value) == "all");
     // The other maps start empty.
     CHECK(all.maps.at(SOCKREDIR_MAP_SOCKS).contents.empty());

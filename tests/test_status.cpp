@@ -402,7 +402,7 @@ TEST_CASE("status --json prints exactly the documented object")
                             "\"passed_draining\":112,\"reader_blocking\":113,\"reader_peek_off\":114,"
                             "\"reader_lowat\":115,\"reader_oob_or_trunc\":116,\"blocking_read_eagain\":117,"
                             "\"sockets_evicted\":118,\"directions_promoted\":119,\"skipped_reader_options\":120,"
-                            "\"reader_inq\":121}}\n");
+                            "\"reader_inq\":121,\"passed_demoted\":122,\"connections_demoted\":123}}\n");
 }
 
 TEST_CASE("status --json stays valid with quotes, backslashes and newlines in the paths, and with 64-bit values")
@@ -458,6 +458,8 @@ TEST_CASE("status prints one line per field, the counters by name, and says when
         "  directions_promoted      119",
         "  skipped_reader_options   120",
         "  reader_inq               121",
+        "  passed_demoted           122",
+        "  connections_demoted      123",
         "  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)",
     };
     CHECK(lines == expected);

@@ -123,7 +123,7 @@ AttachResult attach(const AttachOptions& options)
     // Parse and check before touching the system: a bad object changes nothing.
     // The eviction programs are detach's, loaded then: attach loads what it attaches.
     const ebpf::CollectionSpec spec =
-        sockredir_spec(options.object, {options.max_sockets, options.max_inflight, options.ports})
+        sockredir_spec(options.object, {options.max_sockets, options.max_inflight, options.ports, options.no_adaptive})
             .subset(attached_programs());
     step_done("plan");
 

@@ -20,6 +20,7 @@ struct AttachOptions {
     uint32_t max_sockets = 0; // 0: as the object says
     uint64_t max_inflight = 0; // 0: default_max_inflight()
     PortRanges ports;         // empty: every port
+    bool no_adaptive = false; // --no-adaptive
 };
 
 enum class AttachOutcome { Attached, AlreadyAttached };

@@ -81,6 +81,12 @@ std::string set_port_list(Command& c, std::string_view v)
     return {};
 }
 
+std::string set_no_adaptive(Command& c, std::string_view)
+{
+    c.no_adaptive = true;
+    return {};
+}
+
 std::string set_json(Command& c, std::string_view)
 {
     c.json = true;
@@ -143,6 +149,11 @@ constexpr OptionSpec kPortsOption{"--ports", "LIST",
                                   "accelerate only connections with a local or remote port in LIST (like "
                                   "6379,5432,8000-8100); default: every same-host connection",
                                   set_port_list};
+constexpr OptionSpec kNoAdaptiveOption{
+    "--no-adaptive", "",
+    "keep streams of small writes redirected (by default a connection that streams writes of 64 KiB or less "
+    "without answers moves to TCP, which carries them faster)",
+    set_no_adaptive};
 constexpr OptionSpec kJsonOption{"--json", "", "print one JSON object, for machines", set_json};
 constexpr OptionSpec kDrainTimeoutOption{
     "--drain-timeout", "SECONDS",
@@ -166,6 +177,7 @@ AttachOptions attach_options(const Command& c, std::vector<std::byte>& file)
     o.max_sockets = c.max_sockets;
     o.max_inflight = c.max_inflight;
     o.ports = c.ports;
+    o.no_adaptive = c.no_adaptive;
     if (!c.object_file.empty()) {
         file = read_file_bytes(c.object_file);
         o.object = file;
@@ -298,9 +310,9 @@ int do_version(const Command&)
 // --- the table ---------------------------------------------------------------------------------------------------
 
 constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
-                                                &kPortsOption, &kMaxInflightOption};
+                                                &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption};
 constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption, &kPinDirOption,      &kObjectOption,
-                                             &kMaxSocketsOption, &kPortsOption, &kMaxInflightOption,
+                                             &kMaxSocketsOption, &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption,
                                              &kDrainTimeoutOption};
 constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kObjectOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};

@@ -236,6 +236,8 @@ ebpf::CollectionSpec sockredir_spec(std::span<const std::byte> object, const Obj
     // Draining off and the port selection, explicitly: a fresh array is zeroed, but say what we mean.
     sockredir_config config{};
     apply_ports(options.ports, config);
+    if (options.no_adaptive)
+        config.flags |= SOCKREDIR_F_NO_ADAPTIVE;
     config.max_inflight = options.max_inflight != 0 ? options.max_inflight : default_max_inflight();
     spec.maps.at(SOCKREDIR_MAP_CONFIG).set(uint32_t{0}, config);
     return spec;

@@ -26,6 +26,8 @@ struct ObjectOptions {
     uint64_t max_inflight = 0;
     // The port selection written into the config map; empty: every port.
     PortRanges ports;
+    // attach --no-adaptive: streams of small writes stay redirected (SOCKREDIR_F_NO_ADAPTIVE).
+    bool no_adaptive = false;
 };
 
 // Refuses, naming the map or program, an object without the maps and programs sockredir relies on in the shapes

@@ -114,7 +114,8 @@ const char* counter_name(int index)
         "skipped_blocking_client", "skipped_learned_port", "passed_unproven_reader", "passed_catching_up",
         "passed_held_back", "passed_no_peer", "passed_incompatible", "passed_draining", "reader_blocking",
         "reader_peek_off", "reader_lowat", "reader_oob_or_trunc", "blocking_read_eagain", "sockets_evicted",
-        "directions_promoted", "skipped_reader_options", "reader_inq",
+        "directions_promoted", "skipped_reader_options", "reader_inq", "passed_demoted",
+        "connections_demoted",
     };
     return index >= 0 && index < SOCKREDIR_COUNTER_MAX ? kNames[index] : "unknown";
 }

@@ -239,7 +239,8 @@ void detach_under_traffic(bool receiver_holds)
     const auto a = sb.attach();
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
     constexpr uint32_t kSeed = 77;
-    constexpr uint64_t kChunk = 64 * 1024;
+    // Writes above 64 KiB: a bulk stream, which stays redirected (smaller ones move to TCP: the adaptive path).
+    constexpr uint64_t kChunk = 256 * 1024;
     constexpr uint64_t kBeforeDetach = 64ULL << 20;
     constexpr uint64_t kAfterDetach = 64ULL << 20;
 
