@@ -124,7 +124,8 @@ bool is_our_prog_name(const std::string& name)
 {
     return name == kernel_name(SOCKREDIR_PROG_SOCKOPS) || name == kernel_name(SOCKREDIR_PROG_MSG) ||
            name == kernel_name(SOCKREDIR_PROG_EVICT) || name == kernel_name(SOCKREDIR_PROG_UNMAP) ||
-           name == kernel_name(SOCKREDIR_PROG_OBSERVE_TP) || name == kernel_name(SOCKREDIR_PROG_OBSERVE_FEXIT);
+           name == kernel_name(SOCKREDIR_PROG_OBSERVE_TP) || name == kernel_name(SOCKREDIR_PROG_OBSERVE_FEXIT) ||
+           name == kernel_name(SOCKREDIR_PROG_SETSOCKOPT) || name == kernel_name(SOCKREDIR_PROG_GETSOCKOPT);
 }
 
 bool is_our_map_name(const std::string& name)
@@ -853,6 +854,22 @@ TransferReport transfer_in_netns(const std::string& cgroup, const TransferSpec& 
 }
 
 // --- kernel objects -------------------------------------------------------------------------------------------------
+
+ObjectIds pinned_ids(const std::string& pin_dir)
+{
+    // The observer that loads on this host is the tp_btf one (fexit is refused here: kernel-notes section 6).
+    static const char* const kProgs[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG, SOCKREDIR_PROG_OBSERVE_TP,
+                                         SOCKREDIR_PROG_SETSOCKOPT, SOCKREDIR_PROG_GETSOCKOPT};
+    static const char* const kMaps[] = {SOCKREDIR_MAP_SOCKS,      SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG,
+                                        SOCKREDIR_MAP_SOCK_STATE, SOCKREDIR_MAP_FLOWS,    SOCKREDIR_MAP_LEARNED};
+    namespace sys = sockredir::ebpf::sys;
+    ObjectIds ids;
+    for (const char* name : kProgs)
+        ids.progs.insert(sys::prog_info(sys::obj_get(pin_dir + "/" + name).get()).id);
+    for (const char* name : kMaps)
+        ids.maps.insert(sys::map_info(sys::obj_get(pin_dir + "/" + name).get()).id);
+    return ids;
+}
 
 ObjectIds snapshot_ids()
 {

@@ -230,6 +230,9 @@ struct ObjectIds {
     std::set<uint32_t> maps;
 };
 ObjectIds snapshot_ids();
+// The kernel ids of every program and map an attachment pinned in pin_dir. Other tests on this kernel make objects
+// of the same names: these ids, not names, are what must be gone after a detach.
+ObjectIds pinned_ids(const std::string& pin_dir);
 // Ours (by name) among the ids that were not there in `before`; polls up to timeout_ms for them to be freed.
 // Kernel frees maps asynchronously, so a non-empty answer is retried until timeout_ms has passed.
 ObjectIds leftover_ours(const ObjectIds& before, int timeout_ms = 5000);

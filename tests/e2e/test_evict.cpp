@@ -38,22 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 // --- the kernel objects of one attachment ---------------------------------------------------------------------------
 
-const char* const kPinnedProgs[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG, SOCKREDIR_PROG_OBSERVE_TP};
-const char* const kPinnedMaps[] = {SOCKREDIR_MAP_SOCKS,      SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG,
-                                   SOCKREDIR_MAP_SOCK_STATE, SOCKREDIR_MAP_FLOWS,    SOCKREDIR_MAP_LEARNED};
-
-// The kernel ids of everything pinned in pin_dir. Other tests on this kernel make objects of the same names: these
-// ids, not names, are what must be gone after the detach.
-ObjectIds pinned_ids(const std::string& pin_dir)
-{
-    ObjectIds ids;
-    for (const char* name : kPinnedProgs)
-        ids.progs.insert(sys::prog_info(sys::obj_get(pin_dir + "/" + name).get()).id);
-    for (const char* name : kPinnedMaps)
-        ids.maps.insert(sys::map_info(sys::obj_get(pin_dir + "/" + name).get()).id);
-    return ids;
-}
-
 // The eviction programs (and the unmap program's map) that detach loaded, not among `before`: none may outlive it.
 // Only this branch's detach makes objects of these names.
 ObjectIds detach_leftovers(const ObjectIds& before)

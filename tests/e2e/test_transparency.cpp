@@ -57,6 +57,19 @@ EventPair event_pair()
     return p;
 }
 
+// One byte each way, read by non-blocking reads: both readers proven, so that the next bytes each way are redirected.
+// `what` names the exchange in the error ("warm-up").
+void exchange_byte(EventPair& p, const char* what)
+{
+    uint8_t b = 'w';
+    send_all(p.client.get(), &b, 1);
+    if (recv_blocking(p.server.get(), &b, 1) != 1)
+        throw std::runtime_error(what);
+    send_all(p.server.get(), &b, 1);
+    if (recv_blocking(p.client.get(), &b, 1) != 1)
+        throw std::runtime_error(std::string(what) + ", the answer");
+}
+
 // A non-blocking sender writes `chunk`-byte writes of the pattern until EAGAIN (or kCap); returns the bytes sent.
 uint64_t send_until_eagain(int fd, size_t chunk)
 {
@@ -154,13 +167,7 @@ TEST_CASE("a reader that stops reading holds a redirected sender back within --m
             sb,
             [chunk] {
                 auto p = event_pair();
-                uint8_t answer = 'w';
-                send_all(p.client.get(), &answer, 1);
-                if (recv_blocking(p.server.get(), &answer, 1) != 1)
-                    throw std::runtime_error("warm-up");
-                send_all(p.server.get(), &answer, 1);
-                if (recv_blocking(p.client.get(), &answer, 1) != 1)
-                    throw std::runtime_error("warm-up answer");
+                exchange_byte(p, "warm-up");
                 const uint64_t sent = send_until_eagain(p.client.get(), chunk);
                 drain_checked(p.server.get(), sent);
                 return "ok sent=" + std::to_string(sent);
@@ -313,13 +320,7 @@ TEST_CASE("an option that changes how a socket reads takes its connection off re
         sb,
         [] {
             auto p = event_pair();
-            uint8_t answer = 'w';
-            send_all(p.client.get(), &answer, 1);
-            if (recv_blocking(p.server.get(), &answer, 1) != 1)
-                throw std::runtime_error("warm-up");
-            send_all(p.server.get(), &answer, 1);
-            if (recv_blocking(p.client.get(), &answer, 1) != 1)
-                throw std::runtime_error("warm-up answer");
+            exchange_byte(p, "warm-up");
             // 64 KiB redirected in 16 writes, read as they come.
             constexpr uint64_t kBytes = 64 * 1024;
             std::vector<unsigned char> chunk(4096);
@@ -402,13 +403,7 @@ TEST_CASE("a stream of small writes moves to TCP for good and leaves the map, re
         constexpr uint64_t kStream = 4ULL << 20;
         constexpr size_t kWrite = 4096;
         auto p = event_pair();
-        uint8_t b = 'w';
-        send_all(p.client.get(), &b, 1);
-        if (recv_blocking(p.server.get(), &b, 1) != 1)
-            throw std::runtime_error("warm-up");
-        send_all(p.server.get(), &b, 1);
-        if (recv_blocking(p.client.get(), &b, 1) != 1)
-            throw std::runtime_error("warm-up answer");
+        exchange_byte(p, "warm-up");
         std::thread reader([&p] { drain_checked(p.server.get(), kStream); });
         std::vector<unsigned char> buf(kWrite);
         for (uint64_t off = 0; off < kStream; off += kWrite) {
@@ -427,12 +422,7 @@ TEST_CASE("a stream of small writes moves to TCP for good and leaves the map, re
         }
         // Both sockets of the stream leave the map on the next segment each sends, 50 ms after the move.
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        send_all(p.client.get(), &b, 1);
-        if (recv_blocking(p.server.get(), &b, 1) != 1)
-            throw std::runtime_error("after the stream");
-        send_all(p.server.get(), &b, 1);
-        if (recv_blocking(p.client.get(), &b, 1) != 1)
-            throw std::runtime_error("after the stream, the answer");
+        exchange_byte(p, "after the stream");
         return std::string("ok");
     };
     for (const bool adaptive : {true, false}) {
