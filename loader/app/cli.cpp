@@ -195,11 +195,6 @@ int do_attach(const Command& c)
         std::printf("already attached to %s (pins in %s); nothing changed\n", r.cgroup.c_str(), r.pin_dir.c_str());
     else
         std::printf("attached to %s (pins in %s)\n", r.cgroup.c_str(), r.pin_dir.c_str());
-    if (r.outcome == AttachOutcome::Attached && r.observer.empty())
-        std::fprintf(stderr,
-                     "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
-                     "stays on TCP\n",
-                     r.no_observer_reason.c_str());
     if (!r.no_evict.empty())
         std::printf("%s\n", no_evict_note(r.no_evict).c_str());
     print_defect_warnings(r);

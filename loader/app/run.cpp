@@ -66,11 +66,6 @@ void run_foreground(const AttachOptions& options, const DetachOptions& detach_op
             "); adopting it: it is detached when this process stops");
     else
         say("attached to " + r.cgroup + " (pins in " + r.pin_dir + ")");
-    if (r.outcome == AttachOutcome::Attached && r.observer.empty())
-        std::fprintf(stderr,
-                     "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
-                     "stays on TCP\n",
-                     r.no_observer_reason.c_str());
     if (!r.no_evict.empty())
         say(no_evict_note(r.no_evict));
     print_defect_warnings(r);

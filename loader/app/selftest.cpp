@@ -1020,6 +1020,11 @@ void print_defect_warnings(const AttachResult& result)
 {
     if (result.outcome != AttachOutcome::Attached)
         return;
+    if (result.observer.empty())
+        std::fprintf(stderr,
+                     "sockredir-min: warning: no receive-path observer loads on this kernel (%s): every connection "
+                     "stays on TCP\n",
+                     result.no_observer_reason.c_str());
     for (const auto& why : result.missing_hooks)
         std::fprintf(stderr, "sockredir-min: warning: %s\n", why.c_str());
     std::fputs(defect_warnings(result.defects, !result.observer.empty()).c_str(), stderr);

@@ -95,7 +95,8 @@ std::string format_selftests(const SelfTestReport& report);
 // whether this kernel's sockmap path ..."); those that need redirection left out when `redirecting` is false (no
 // observer).
 std::string defect_warnings(uint32_t bits, bool redirecting);
-// Those of a new attachment's findings on stderr; none for one found in place (its attach told already).
+// A new attachment's warnings on stderr, one line each: no observer, an option hook not linked, and its self-test
+// findings; none for one found in place (its attach told already). attach and run call it.
 void print_defect_warnings(const AttachResult& result);
 // status: "blocking-read-eagain, close-unread-fin" or "none found", then what was not probed in parentheses; "not
 // recorded" when nothing was probed.
