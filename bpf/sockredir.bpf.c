@@ -249,6 +249,12 @@ static __always_inline void maybe_evict(struct bpf_sock_ops *skops, struct sockr
 	if (!tp || !sr_psock_ingress_empty(tp))
 		return;
 	if (bpf_map_delete_elem(&sock_hash, &me->key) == 0) {
+		/* Nothing redirected to it is unread, and nothing more will be: the observer, which counts the reads,
+		 * stops looking at it here. */
+		if (flow) {
+			flow->read_bytes = flow->redirected_bytes;
+			flow->read_msgs = flow->redirected_msgs;
+		}
 		me->flags |= SOCKREDIR_SOCK_EVICTED;
 		count(SOCKREDIR_SOCKETS_EVICTED, 1);
 		/* Back to plain TCP: no more callbacks per segment, only the close. */
@@ -290,25 +296,29 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* Close both directions of a connection to redirection, for good, and mark the socket to leave the map. */
-static __always_inline void close_connection(struct sockredir_sock *me, struct sockredir_flow *in, __u32 why)
+/* Close both directions of a connection to redirection, for good, and mark the socket to leave the map. Whether it
+ * was open until now. */
+static __always_inline int close_connection(struct sockredir_sock *me, struct sockredir_flow *in, __u32 why)
 {
-	struct sockredir_flow *out = bpf_map_lookup_elem(&flows, &me->peer);
-	__u64 now = bpf_ktime_get_ns();
+	struct sockredir_flow *out;
+	__u64 now;
 
-	if (!in->never) {
-		in->never_ns = now;
-		in->reason = why;
-		in->never = 1;
-		count(why, 1);
-	}
+	me->flags |= SOCKREDIR_SOCK_EVICT;
+	if (in->never)
+		return 0;
+	now = bpf_ktime_get_ns();
+	in->never_ns = now;
+	in->reason = why;
+	in->never = 1;
+	count(why, 1);
 	/* Its own sends must take TCP too: the ACKs they bring back are where the socket can leave the map. */
+	out = bpf_map_lookup_elem(&flows, &me->peer);
 	if (out && !out->never) {
 		out->never_ns = now;
 		out->reason = why;
 		out->never = 1;
 	}
-	me->flags |= SOCKREDIR_SOCK_EVICT;
+	return 1;
 }
 
 /*
@@ -355,7 +365,8 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 	if (!sk || (flags & SR_MSG_ERRQUEUE))
 		return 0;
 	me = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	if (!me)
+	/* Out of the map, it reads as TCP serves it, and every redirected byte was read (maybe_evict). */
+	if (!me || (me->flags & SOCKREDIR_SOCK_EVICTED))
 		return 0;
 	flow = bpf_map_lookup_elem(&flows, &me->key);
 	tp = bpf_skc_to_tcp_sock(sk);
@@ -374,8 +385,7 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 		why = SOCKREDIR_READER_FLAGS;
 	}
 	if (why) {
-		close_connection(me, flow, why);
-		if (me->flags & SOCKREDIR_SOCK_PASSIVE) {
+		if (close_connection(me, flow, why) && (me->flags & SOCKREDIR_SOCK_PASSIVE)) {
 			learn_key_of(&me->key, 1, &lk);
 			bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
 		}
@@ -444,8 +454,7 @@ int sockredir_setsockopt(struct bpf_sockopt *ctx)
 	flow = bpf_map_lookup_elem(&flows, &me->key);
 	if (!flow)
 		return 1;
-	close_connection(me, flow, why);
-	if (me->flags & SOCKREDIR_SOCK_PASSIVE) {
+	if (close_connection(me, flow, why) && (me->flags & SOCKREDIR_SOCK_PASSIVE)) {
 		learn_key_of(&me->key, 1, &lk);
 		bpf_map_update_elem(&learned, &lk, &bad, BPF_ANY);
 	}
