@@ -143,7 +143,7 @@ constexpr OptionSpec kMaxSocketsOption{
 constexpr OptionSpec kMaxInflightOption{
     "--max-inflight", "BYTES",
     "flow control: how much a reader may leave unread before its sender is held back by TCP, 65536 to 1073741824 "
-    "(default: the largest receive buffer of net.ipv4.tcp_rmem)",
+    "(default: the largest send buffer of net.ipv4.tcp_wmem)",
     set_max_inflight};
 constexpr OptionSpec kPortsOption{"--ports", "LIST",
                                   "accelerate only connections with a local or remote port in LIST (like "

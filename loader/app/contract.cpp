@@ -201,11 +201,11 @@ std::vector<std::string> optional_programs()
 
 uint64_t default_max_inflight()
 {
-    // The kernel's own default for tcp_rmem's maximum.
-    constexpr uint64_t kKernelDefault = 6ULL << 20;
+    // The kernel's own default for tcp_wmem's maximum.
+    constexpr uint64_t kKernelDefault = 4ULL << 20;
     try {
-        // "4096\t131072\t6291456\n": min, default, max.
-        const std::string text = base::read_file_text("/proc/sys/net/ipv4/tcp_rmem");
+        // "4096\t16384\t4194304\n": min, default, max.
+        const std::string text = base::read_file_text("/proc/sys/net/ipv4/tcp_wmem");
         const auto last = text.find_last_not_of(" \t\n");
         if (last == std::string::npos)
             return kKernelDefault;

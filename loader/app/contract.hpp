@@ -58,10 +58,11 @@ std::vector<std::string> optional_programs();
 // The programs attach loads: sock_ops, sk_msg and the observers.
 std::vector<std::string> attached_programs();
 
-// --max-inflight's default: the largest receive buffer TCP autotunes to here (the third value of
-// net.ipv4.tcp_rmem), so a reader that stops holds its sender back about where plain TCP would at worst (a full
-// receive buffer; TCP's own flow control then adds a send buffer); 6 MiB, the kernel's default, when it cannot be
-// read.
+// --max-inflight's default: the largest send buffer TCP autotunes to here (the third value of net.ipv4.tcp_wmem),
+// about what plain TCP queues for a reader that stops (a receive window that does not grow without reads, and a
+// full send buffer): redirected, TCP's own queues come on top of it, so such a reader holds about twice what it
+// holds on TCP, where the largest receive buffer (tcp_rmem's, 32 MiB on some hosts) let it hold ten times as much
+// (docs/benchmarks.md, "reader stops"). 4 MiB, the kernel's default, when it cannot be read.
 uint64_t default_max_inflight();
 inline constexpr uint64_t kMinInflight = 64 * 1024;
 inline constexpr uint64_t kMaxInflight = 1ULL << 30;

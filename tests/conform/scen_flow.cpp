@@ -32,7 +32,7 @@ size_t sysctl_max(const char* name)
 
 // What TCP itself may hold of one direction before it holds its sender back, however it autotunes: the reader's
 // largest receive buffer and the sender's largest send buffer (tcp_rmem's and tcp_wmem's maxima). A bound below it
-// would judge a buffer size TCP does not promise (sockredir's default --max-inflight is tcp_rmem's maximum).
+// would judge a buffer size TCP does not promise (sockredir's default --max-inflight is tcp_wmem's maximum).
 size_t tcp_may_hold()
 {
     return sysctl_max("tcp_rmem") + sysctl_max("tcp_wmem");
