@@ -38,7 +38,8 @@ problems=()
 problem() {
     problems+=("$*")
 }
-grep -qx '| workload | plain | redirected | ratio |' "$md" || problem "no results table header in $md"
+grep -qE '^\| workload \| plain \| redirected \| ratio \|( SMC-D \| SMC-D / plain \|)?$' "$md" ||
+    problem "no results table header in $md"
 grep -qx '| target | measured | met | floor on this machine |' "$md" || problem "no targets table in $md"
 grep -qx '| floor | value |' "$md" || problem "no floors table in $md"
 grep -qx '## Analysis' "$md" || problem "no '## Analysis' heading in $md"
@@ -47,21 +48,43 @@ if grep -qx '# old' "$md"; then problem "the old report above the Analysis was k
 
 # One row per workload, with three numbers; the same rows printed on stdout.
 rows=(
-    "iperf3 throughput, 64 B writes (Gbit/s)"
-    "iperf3 throughput, 1 KiB writes (Gbit/s)"
-    "iperf3 throughput, 16 KiB writes (Gbit/s)"
-    "iperf3 throughput, 128 KiB writes (Gbit/s)"
-    "iperf3 throughput, 1 MiB writes (Gbit/s)"
-    "iperf3 64 B writes: CPU time per MB moved (µs)"
-    "iperf3 1 MiB writes: CPU time per MB moved (µs)"
-    "sockperf ping-pong 64 B, two CPUs, RTT p50 (µs)"
-    "sockperf ping-pong 64 B, two CPUs, RTT p99 (µs)"
-    "sockperf ping-pong 16 KiB, two CPUs, RTT p50 (µs)"
-    "sockperf ping-pong 16 KiB, two CPUs, RTT p99 (µs)"
-    "sockperf ping-pong 64 B, one CPU, RTT p50 (µs)"
-    "sockperf ping-pong 64 B, one CPU, RTT p99 (µs)"
-    "sockperf ping-pong 16 KiB, one CPU, RTT p50 (µs)"
-    "sockperf ping-pong 16 KiB, one CPU, RTT p99 (µs)"
+    "stream, 64 B writes (Gbit/s)"
+    "stream, 1 KiB writes (Gbit/s)"
+    "stream, 16 KiB writes (Gbit/s)"
+    "stream, 128 KiB writes (Gbit/s)"
+    "stream, 1 MiB writes (Gbit/s)"
+    "stream, 64 B writes: CPU time per MB moved (µs)"
+    "stream, 1 KiB writes: CPU time per MB moved (µs)"
+    "stream, 16 KiB writes: CPU time per MB moved (µs)"
+    "stream, 128 KiB writes: CPU time per MB moved (µs)"
+    "stream, 1 MiB writes: CPU time per MB moved (µs)"
+    "ping-pong 64 B, two CPUs, RTT p50 (µs)"
+    "ping-pong 64 B, two CPUs, RTT p99 (µs)"
+    "ping-pong 16 KiB, two CPUs, RTT p50 (µs)"
+    "ping-pong 16 KiB, two CPUs, RTT p99 (µs)"
+    "ping-pong 64 B, one CPU, RTT p50 (µs)"
+    "ping-pong 64 B, one CPU, RTT p99 (µs)"
+    "ping-pong 16 KiB, one CPU, RTT p50 (µs)"
+    "ping-pong 16 KiB, one CPU, RTT p99 (µs)"
+    "reader stops, 16 KiB writes: bytes queued until the writer is held back (KiB)"
+    "reader stops, 16 KiB writes: host TCP memory grew by (KiB)"
+    "reader stops, 128 KiB writes: bytes queued until the writer is held back (KiB)"
+    "reader stops, 128 KiB writes: host TCP memory grew by (KiB)"
+    "iperf3, blocking (stays on TCP), 64 B writes (Gbit/s)"
+    "iperf3, blocking (stays on TCP), 1 KiB writes (Gbit/s)"
+    "iperf3, blocking (stays on TCP), 16 KiB writes (Gbit/s)"
+    "iperf3, blocking (stays on TCP), 128 KiB writes (Gbit/s)"
+    "iperf3, blocking (stays on TCP), 1 MiB writes (Gbit/s)"
+    "iperf3, blocking, 64 B writes: CPU time per MB moved (µs)"
+    "iperf3, blocking, 1 MiB writes: CPU time per MB moved (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 64 B, two CPUs, RTT p50 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 64 B, two CPUs, RTT p99 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 16 KiB, two CPUs, RTT p50 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 16 KiB, two CPUs, RTT p99 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 64 B, one CPU, RTT p50 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 64 B, one CPU, RTT p99 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 16 KiB, one CPU, RTT p50 (µs)"
+    "sockperf, blocking (stays on TCP), ping-pong 16 KiB, one CPU, RTT p99 (µs)"
     "redis-benchmark GET (requests/s)"
     "redis-benchmark SET (requests/s)"
     "redis-benchmark: CPU time per request, SET and GET (µs)"
@@ -80,17 +103,20 @@ for row in "${rows[@]}"; do
     for file in "$md" "$out/stdout.txt"; do
         # The label is matched literally (it holds '(', '+', '.'), the cells as numbers.
         awk -v label="| $row |" -v num="^ $number $" -F'|' '
-            index($0, label) == 1 && NF == 6 && $3 ~ num && $4 ~ num && $5 ~ num { found = 1 }
+            index($0, label) == 1 && (NF == 6 || NF == 8) && $3 ~ num && $4 ~ num && $5 ~ num { found = 1 }
             END { exit !found }' "$file" || problem "no row '$row' with three numbers in $file"
     done
 done
-for target in "bulk 128 KiB writes" "ping-pong p50" "redis GET" "attach+detach cycle" "peak RSS of attach"; do
+for target in "every traffic workload redirected" "CPU time per MB" "stream, 128 KiB writes" "ping-pong 64 B, one CPU" \
+    "ping-pong 16 KiB, one CPU" "redis GET" "redis SET" "nginx + wrk requests/s" "sk_msg ≤ 150 ns" \
+    "attach+detach cycle" "peak RSS of attach"; do
     grep -q "^| $target.* | \(yes\|no\) | [^|]*|\$" "$md" || problem "no target row '$target' in $md"
 done
 # The floors: one number each, in the floors table.
 floors=(
     "pipe ping-pong 64 B, two CPUs, RTT p50 (µs)"
     "pipe ping-pong 16 KiB, one CPU, RTT p99 (µs)"
+    "stream's two copies alone, one process, 128 KiB writes (Gbit/s)"
     "process start and exit: \`sockredir-min --version\` (ms)"
     "process start and exit: \`bpftool version\` (ms)"
 )
@@ -102,14 +128,23 @@ done
 # Our programs' cost: each workload of the extra pass ran sk_msg (runs > 0) and has a cost per run.
 grep -qx '| workload | program | runs | ns per run |' "$md" ||
     problem "no program cost table in $md ($(grep -m1 '^Not measured in this run:' "$md" || echo 'no reason given'))"
-for workload in "iperf3 -l 64 B" "iperf3 -l 128 KiB" "sockperf pp -m 64, one CPU"; do
+for workload in "stream, 64 B writes" "stream, 128 KiB writes" "ping-pong 64 B, one CPU" "redis-benchmark" \
+    "nginx + wrk"; do
     awk -v label="| $workload | \`sk_msg\` |" -v num="^ $number $" -F'|' '
         index($0, label) == 1 && NF == 6 && $4 ~ num && $4 !~ /^ 0 $/ && $5 ~ num { found = 1 }
         END { exit !found }' "$md" || problem "no sk_msg cost row with runs for '$workload' in $md"
 done
 
-# The ping-pong targets name their floor as a ratio.
-grep -q '^| ping-pong p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" || problem "no floor ratio in the ping-pong targets"
+# The ping-pong targets name their floor as a ratio, and so does the bulk target.
+grep -q '^| ping-pong 64 B, one CPU, RTT p50 .* | a pipe, no socket at all: [0-9.]*× |$' "$md" ||
+    problem "no floor ratio in the ping-pong targets"
+grep -q '^| stream, 128 KiB writes ≥ 2× plain .* | the two copies alone: [0-9.]*× plain |$' "$md" ||
+    problem "no floor ratio in the bulk target"
+# SMC-D loopback: a column where the kernel has it, else the reason and the published figures.
+grep -qx '## SMC-D loopback' "$md" || problem "no SMC-D loopback section in $md"
+if ! grep -q '^| workload | plain | redirected | ratio | SMC-D | SMC-D / plain |$' "$md"; then
+    grep -q '^Not measured here: .*published figures' "$md" || problem "neither an SMC-D column nor why not in $md"
+fi
 
 
 png="$out/benchmarks.png"

@@ -20,7 +20,8 @@ The modules, by concern:
   base       BenchError, log, and run() for short helper commands
   binary     what the bench asks sockredir-min (check, status --json, status --json --sample)
   sandbox    the cgroups, namespaces and bpffs mount of the run, its processes, and their removal
-  workloads  iperf3, sockperf, redis, nginx + wrk, the pipe floor, and the program-cost pass
+  workloads  the event-driven stream, ping-pong and stopped reader (bench-data/evloop.c), iperf3, sockperf,
+             redis, nginx + wrk, SMC-D loopback where the kernel has it, the floors, and the program-cost pass
   loaders    sockredir-min against the bpftool sequence: attach/detach time, peak RSS, size
   report     the markdown (from benchmarks.md.in) and the chart
   main       the command line and the order of the run

@@ -73,7 +73,7 @@ def main(argv):
     info = (machine(), versions(binary))
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         log(f"note: load average {info[0]['load']} at the start; other work may disturb the numbers")
-    results = {m.key: {"plain": [], "redirected": []} for m in metrics()}
+    results = {m.key: {"plain": [], "redirected": [], "smc": []} for m in metrics()}
     floor_values = {key: [] for key, _ in floors()}
     checks = []
     costs = []
@@ -85,7 +85,9 @@ def main(argv):
         log(f"cgroups under {os.path.dirname(sandbox.cg['plain'])}, pins on {sandbox.bpffs}, "
             f"{settings.rounds} round(s) of {settings.seconds} s runs")
         loaders.build_bpftool_object()
-        workloads.build_pipe_floor()
+        workloads.build_tools()
+        if not workloads.smc:
+            log(f"no SMC-D column: {workloads.smc_reason}")
         loaders.check_bpftool_sequence()
         run([binary, "attach", "--cgroup", sandbox.cg["redirected"], "--pin-dir", sandbox.pin["redirected"]])
         sandbox.sockredir_pins.append(sandbox.pin["redirected"])
@@ -114,12 +116,13 @@ def main(argv):
     rows = summarize(results)
     md = os.path.join(args.out, "benchmarks.md")
     png = os.path.join(args.out, "benchmarks.png")
-    write_markdown(md, rows, results, checks, info, settings, wall, sizes_info, floor_values, costs)
+    write_markdown(md, rows, results, checks, info, settings, wall, sizes_info, floor_values, costs,
+                   workloads.smc_reason)
     write_chart(rows, png, f"sockredir: redirected / plain, medians of {settings.rounds} round(s)\n"
                            f"{info[0]['cpu']}, {info[0]['cores']} cores, Linux {platform.release()}")
     print("\n".join(table_lines(rows)))
     print()
-    print("\n".join(target_lines(rows, {key: statistics.median(v) for key, v in floor_values.items()})))
+    print("\n".join(target_lines(rows, {key: statistics.median(v) for key, v in floor_values.items()}, costs)))
     print()
     print("\n".join(cost_lines(costs)))
     print(f"\nwrote {md} and {png}; the run took {wall:.0f} s")

@@ -1,16 +1,55 @@
-"""The traffic workloads (iperf3, sockperf, redis-benchmark, nginx + wrk), each run once in a mode and a fresh
-namespace and returning {metric key: value}; the rounds that alternate them plain and redirected; the pipe floor;
-and the untimed pass that measures what our programs cost per run."""
+"""The traffic workloads (the event-driven stream, ping-pong and stopped reader of tools/bench-data/evloop.c,
+iperf3, sockperf, redis-benchmark, nginx + wrk), each run once in a mode and a fresh namespace and returning {metric
+key: value}; the rounds that alternate them plain and redirected (and over SMC-D loopback where the kernel has it);
+the floors; and the untimed pass that measures what our programs cost per run."""
 
+import gzip
 import json
 import os
+import platform
 import re
+import socket
 import subprocess
 
 from . import binary as sockredir
 from .base import ROOT, BenchError, log, run
-from .config import (COST_JOBS, COST_WINDOW_MARGIN, HTTP_PORT, IPERF_PORT, IPERF_SIZES, REDIS_PORT,
-                     SOCKPERF_PLACEMENTS, SOCKPERF_PORT, SOCKPERF_SIZES)
+from .config import (COST_JOBS, COST_PROGRAMS, COST_WINDOW_MARGIN, HOLD_SIZES, HTTP_PORT, IPERF_PORT, IPERF_SIZES,
+                     REDIS_PORT, SOCKPERF_PLACEMENTS, SOCKPERF_PORT, SOCKPERF_SIZES, STREAM_SIZES)
+
+IPPROTO_SMC = 256  # linux/in.h (6.8+); older kernels open SMC sockets as AF_SMC only
+
+
+def kernel_config():
+    """The running kernel's build configuration as text, from /proc/config.gz or /boot/config-RELEASE; None if
+    neither is there."""
+    try:
+        with gzip.open("/proc/config.gz", "rt", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        pass
+    try:
+        with open(f"/boot/config-{platform.release()}", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def smc_loopback():
+    """(True, "") where connections on this host can take SMC-D loopback (CONFIG_SMC_LO, Linux 6.11+, and
+    IPPROTO_SMC sockets open), else (False, why not)."""
+    config = kernel_config()
+    release = platform.release()
+    if config is not None and not re.search(r"^CONFIG_SMC_LO=y", config, re.M):
+        has_smc = re.search(r"^CONFIG_SMC=[ym]", config, re.M)
+        return False, (f"Linux {release} is built without SMC-D loopback (CONFIG_SMC_LO"
+                       + (" is not set" if has_smc else ", and without SMC at all") + ")")
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SMC).close()
+    except OSError as e:
+        return False, f"Linux {release} opens no IPPROTO_SMC socket: {e.strerror}"
+    if config is None:
+        return False, f"Linux {release} opens IPPROTO_SMC sockets, but its configuration (CONFIG_SMC_LO) is unknown"
+    return True, ""
 
 
 def cpu_busy_seconds():
@@ -35,6 +74,8 @@ class Workloads:
         self.s = settings
         self.client_cpu = 0.0  # busy CPU seconds of the machine during the last client() run
         self.pipe_floor = None
+        self.evloop = None
+        self.smc, self.smc_reason = smc_loopback()
 
     @property
     def work(self):
@@ -65,25 +106,57 @@ class Workloads:
     def counters(self):
         return sockredir.counters(self.sb.bin, self.sb.pin["redirected"])
 
+    def cost_job(self, job, ns):
+        """One run of a COST_JOBS job, redirected."""
+        if job == "redis":
+            return self.redis("redirected", ns)
+        if job == "nginx":
+            return self.nginx("redirected", ns)
+        kind, size, *tag = job.split("_")
+        if kind == "stream":
+            return self.stream("redirected", ns, int(size))
+        cpus = {t: c for _, t, c in SOCKPERF_PLACEMENTS}[tag[0]]
+        return self.pingpong("redirected", ns, int(size), tag[0], cpus)
+
     def cost_pass(self, costs):
         """Untimed, after the rounds: what our programs cost per run, from the kernel's run statistics, which
         sockredir-min holds on for a window around each run (status --json --sample). A pass of its own because the
         statistics add two clock reads to every program run, which the timed runs must not pay."""
         window = self.s.seconds + COST_WINDOW_MARGIN
-        for title, size in COST_JOBS:
+        for title, job in COST_JOBS:
             log(f"program cost: {title}, redirected, with BPF run statistics on")
             with sockredir.RunStatsSample(self.sb, self.sb.pin["redirected"], window) as sample:
                 with self.sb.namespace("redirected") as ns:
-                    if size is None:
-                        self.sockperf("redirected", ns, 64, "1cpu", ("0", "0"))
-                    else:
-                        self.iperf3("redirected", ns, size)
-            for prog in ("sk_msg", "sock_ops"):
+                    self.cost_job(job, ns)
+            for prog in COST_PROGRAMS:
+                if prog not in sample.programs:
+                    continue
                 runs = sample.programs[prog]["runs"]
                 ns_total = sample.programs[prog]["run_time_ns"]
                 costs.append((title, prog, runs, ns_total / runs if runs else float("nan")))
 
     # --- the workloads: each runs once in MODE and returns {metric key: value} ---------------
+
+    def evloop_cmd(self, mode, *args):
+        return [self.evloop, *args] + (["smc"] if mode == "smc" else [])
+
+    def stream(self, mode, ns, size):
+        out = self.client(self.evloop_cmd(mode, "stream", str(size), str(self.s.seconds)), mode, ns, "stream")
+        rate, total = out.split()
+        return {f"stream_{size}": float(rate) * 8 / 1e9, f"cpu_stream_{size}": self.client_cpu * 1e12 / int(total)}
+
+    def pingpong(self, mode, ns, size, tag, cpus):
+        out = self.client(self.evloop_cmd(mode, "pingpong", str(size), str(self.s.seconds), *cpus), mode, ns,
+                          "pingpong")
+        p50, p99, trips = out.split()
+        if int(trips) < 100:
+            raise BenchError(f"evloop pingpong {size} {tag} ({mode}): only {trips} round trips")
+        return {f"pingpong_{size}_{tag}_p50": float(p50), f"pingpong_{size}_{tag}_p99": float(p99)}
+
+    def hold(self, mode, ns, size):
+        out = self.client(self.evloop_cmd(mode, "hold", str(size)), mode, ns, "hold")
+        queued, mem = out.split()
+        return {f"hold_{size}_queued": int(queued) / 1024, f"hold_{size}_mem": max(int(mem), 0) / 1024}
 
     def iperf3(self, mode, ns, size):
         server = self.sb.spawn(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(IPERF_PORT)], mode, ns,
@@ -188,22 +261,32 @@ http {{
                 "cpu_wrk": self.client_cpu * 1e6 / int(total.group(1))}
 
     def traffic_round(self, rnd, results, checks):
-        """One round: every traffic workload, plain then redirected."""
-        jobs = [(f"iperf3 -l {name}", lambda m, ns, sz=size: self.iperf3(m, ns, sz)) for name, size in IPERF_SIZES]
-        jobs += [(f"sockperf pp -m {size}, {pname}",
+        """One round: every traffic workload, plain then redirected, then over SMC-D loopback where the kernel has
+        it (the event-driven workloads only: redis and nginx would need smc-tools' preload library)."""
+        smc = ("smc",) if self.smc else ()
+        jobs = [(f"stream, {name} writes", smc, lambda m, ns, sz=size: self.stream(m, ns, sz))
+                for name, size in STREAM_SIZES]
+        jobs += [(f"ping-pong {name}, {pname}", smc,
+                  lambda m, ns, sz=size, t=tag, c=cpus: self.pingpong(m, ns, sz, t, c))
+                 for pname, tag, cpus in SOCKPERF_PLACEMENTS for name, size in SOCKPERF_SIZES]
+        jobs += [(f"reader stops, {name} writes", smc, lambda m, ns, sz=size: self.hold(m, ns, sz))
+                 for name, size in HOLD_SIZES]
+        jobs += [(f"iperf3 -l {name}", (), lambda m, ns, sz=size: self.iperf3(m, ns, sz))
+                 for name, size in IPERF_SIZES]
+        jobs += [(f"sockperf pp -m {size}, {pname}", (),
                   lambda m, ns, sz=size, t=tag, c=cpus: self.sockperf(m, ns, sz, t, c))
                  for pname, tag, cpus in SOCKPERF_PLACEMENTS for _, size in SOCKPERF_SIZES]
-        jobs += [("redis-benchmark", self.redis), ("nginx + wrk", self.nginx)]
-        for title, job in jobs:
-            for mode in ("plain", "redirected"):
+        jobs += [("redis-benchmark", (), self.redis), ("nginx + wrk", (), self.nginx)]
+        for title, extra, job in jobs:
+            for mode in ("plain", "redirected", *extra):
                 log(f"round {rnd}/{self.s.rounds}: {title}, {mode}")
                 before = self.counters()
                 with self.sb.namespace(mode) as ns:
                     values = job(mode, ns)
                 after = self.counters()
                 redirected, passed = after[0] - before[0], after[1] - before[1]
-                if mode == "plain" and (redirected or passed):
-                    raise BenchError(f"{title}: the plain run moved sockredir's counters")
+                if mode != "redirected" and (redirected or passed):
+                    raise BenchError(f"{title}: the {mode} run moved sockredir's counters")
                 if mode == "redirected":
                     checks.append((title, rnd, redirected, passed))
                     if redirected == 0:
@@ -213,11 +296,14 @@ http {{
 
     # --- the floor: the same ping-pong with no socket at all -----------------------------
 
-    def build_pipe_floor(self):
-        """tools/bench-data/pipe_floor.c, the ping-pong floor without sockets, built for this run."""
+    def build_tools(self):
+        """tools/bench-data's programs, built for this run: pipe_floor.c, the ping-pong floor without sockets, and
+        evloop.c, the event-driven workloads and the stream's floor."""
         self.pipe_floor = os.path.join(self.work, "pipe_floor")
-        run(["clang", "-O2", "-Wall", "-Werror", "-o", self.pipe_floor,
-             os.path.join(ROOT, "tools", "bench-data", "pipe_floor.c")], timeout=120)
+        self.evloop = os.path.join(self.work, "evloop")
+        for exe in (self.pipe_floor, self.evloop):
+            run(["clang", "-O2", "-Wall", "-Werror", "-o", exe,
+                 os.path.join(ROOT, "tools", "bench-data", os.path.basename(exe) + ".c")], timeout=120)
 
     def floor_round(self, rnd, floors):
         """The pipe ping-pong with sockperf's sizes and placements: one copy in, one copy out and one
@@ -232,3 +318,7 @@ http {{
                     raise BenchError(f"pipe_floor {cpus} {size}: only {trips} round trips")
                 floors[f"pipe_{size}_{tag}_p50"].append(float(p50))
                 floors[f"pipe_{size}_{tag}_p99"].append(float(p99))
+        for _, size in STREAM_SIZES:
+            rate, _total = run([self.evloop, "stream", str(size), str(self.s.seconds), "copy"],
+                               timeout=self.s.seconds + 60).split()
+            floors[f"copy_stream_{size}"].append(float(rate) * 8 / 1e9)
