@@ -368,22 +368,25 @@ static __always_inline int observe(struct sock *sk, int ret, int flags)
 	/* Out of the map, it reads as TCP serves it, and every redirected byte was read (maybe_evict). */
 	if (!me || (me->flags & SOCKREDIR_SOCK_EVICTED))
 		return 0;
+	if (!(flags & SR_MSG_DONTWAIT))
+		why = SOCKREDIR_READER_BLOCKING;
+	else if (sk->sk_peek_off >= 0)
+		why = SOCKREDIR_READER_PEEK_OFF;
+	else if (sk->sk_rcvlowat > 1)
+		why = SOCKREDIR_READER_LOWAT;
+	else if (flags & (SR_MSG_OOB | SR_MSG_TRUNC))
+		why = SOCKREDIR_READER_FLAGS;
+	/* A compatible read that returned nothing (an event loop's last read, EAGAIN; end of stream) proves, counts
+	 * and moves nothing: no lookup. */
+	if (!why && ret <= 0)
+		return 0;
 	flow = bpf_map_lookup_elem(&flows, &me->key);
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!flow || !tp)
 		return 0;
 
-	if (!(flags & SR_MSG_DONTWAIT)) {
-		why = SOCKREDIR_READER_BLOCKING;
-		if (ret == -SR_EAGAIN)
-			count(SOCKREDIR_EAGAIN_SEEN, 1);
-	} else if (sk->sk_peek_off >= 0) {
-		why = SOCKREDIR_READER_PEEK_OFF;
-	} else if (sk->sk_rcvlowat > 1) {
-		why = SOCKREDIR_READER_LOWAT;
-	} else if (flags & (SR_MSG_OOB | SR_MSG_TRUNC)) {
-		why = SOCKREDIR_READER_FLAGS;
-	}
+	if (why == SOCKREDIR_READER_BLOCKING && ret == -SR_EAGAIN)
+		count(SOCKREDIR_EAGAIN_SEEN, 1);
 	if (why) {
 		if (close_connection(me, flow, why) && (me->flags & SOCKREDIR_SOCK_PASSIVE)) {
 			learn_key_of(&me->key, 1, &lk);

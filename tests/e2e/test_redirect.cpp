@@ -68,7 +68,11 @@ TEST_CASE("same-host TCP data skips the TCP stack over 127.0.0.1, ::1 and into a
         CHECK(r.segs_in >= kPlainMinSegments);
     }
 
-    const auto a = sb.attach();
+    // Flow control out of the way: every byte is to be redirected, and a reader that lags by more than the default
+    // flight (tcp_wmem's maximum) would get some by TCP.
+    auto args = sb.attach_args();
+    args.insert(args.end(), {"--max-inflight", "1073741824"});
+    const auto a = run_bin(args);
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
     for (const auto& c : loopback_cases()) {
         INFO("redirected " << c.name);
@@ -236,7 +240,12 @@ void detach_under_traffic(bool receiver_holds)
 {
     Sandbox sb;
     const auto ids_before = snapshot_ids();
-    const auto a = sb.attach();
+    // A flight larger than the default: the receiver lags behind a sender it cannot outpace, and a direction held
+    // back to TCP comes back only once the reader has caught up, which then never happens; the queue that is to be
+    // full at the detach must be the redirect path's.
+    auto args = sb.attach_args();
+    args.insert(args.end(), {"--max-inflight", std::to_string(256ULL << 20)});
+    const auto a = run_bin(args);
     REQUIRE_MESSAGE(a.exit_code == 0, a.err);
     constexpr uint32_t kSeed = 77;
     // Writes above 64 KiB: a bulk stream, which stays redirected (smaller ones move to TCP: the adaptive path).

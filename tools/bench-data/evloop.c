@@ -104,16 +104,21 @@ static int listener(unsigned short *port)
 static int wait_for(int fd, unsigned events, int timeout_ms)
 {
 	static int ep = -1;
+	static unsigned armed;
 	struct epoll_event ev = {.events = events}, out;
 	int n;
 
-	/* One epoll set per process, with the one socket it drives; re-armed for what it waits for now. */
+	/* One epoll set per process, with the one socket it drives; changed only when it waits for something else
+	 * (an event loop keeps its interest set, it does not rebuild it per wait). */
 	if (ep < 0) {
 		ep = epoll_create1(0);
 		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
 			die("epoll");
-	} else if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) != 0) {
-		die("epoll_ctl");
+		armed = events;
+	} else if (events != armed) {
+		if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) != 0)
+			die("epoll_ctl");
+		armed = events;
 	}
 	do
 		n = epoll_wait(ep, &out, 1, timeout_ms);
