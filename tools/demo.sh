@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the classic observation in isolation: iperf3 over loopback with plain TCP and
+# Reproduces the classic observation in isolation: a stream over loopback with plain TCP and
 # with sockredir, counting what tcpdump sees, the TCP segments sent and the throughput.
 set -euo pipefail
 
@@ -7,13 +7,16 @@ usage() {
     cat <<'USAGE'
 usage: tools/demo.sh [--time SECONDS]
 
-Runs iperf3 over 127.0.0.1:5001 twice in a private network namespace, inside a
-cgroup of its own: once plain, once with sockredir-min attached to that cgroup
-(pins on a private bpffs mount). Prints packets seen by tcpdump on lo, TCP
-segments sent (/proc/net/snmp Tcp OutSegs) and throughput for both runs.
+Streams 128 KiB writes over 127.0.0.1 twice in a private network namespace,
+inside a cgroup of its own: once plain, once with sockredir-min attached to that
+cgroup (pins on a private bpffs mount). The two ends are an event-driven client
+and server (tools/bench-data/evloop.c: non-blocking sockets and epoll, every byte
+checked), the kind of connection sockredir redirects; iperf3 reads in blocking
+mode, which keeps its connections on TCP. Prints packets seen by tcpdump on lo,
+TCP segments sent (/proc/net/snmp Tcp OutSegs) and throughput for both runs.
 Needs root and the packages of tools/setup.sh. Leaves nothing behind.
 
-  --time SECONDS   length of each iperf3 run (default 5)
+  --time SECONDS   length of each run (default 5)
 USAGE
 }
 
@@ -47,13 +50,12 @@ fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${SOCKREDIR_BIN:-$root/build/sockredir-min}"
-port=5001
 
 if ((EUID != 0)); then
     echo "demo.sh: needs root (network namespace, cgroup, bpffs, BPF)" >&2
     exit 1
 fi
-for tool in ip nsenter iperf3 tcpdump ss python3 mount umount; do
+for tool in ip nsenter clang tcpdump ss python3 mount umount; do
     command -v "$tool" >/dev/null 2>&1 || { echo "demo.sh: $tool not found; run tools/setup.sh" >&2; exit 1; }
 done
 [[ -x "$bin" ]] || { echo "demo.sh: $bin not found; run tools/setup.sh" >&2; exit 1; }
@@ -95,41 +97,32 @@ wait_for() {
     done
 }
 
-server_listening() {
-    [[ -n "$("${in_demo[@]}" ss -Hltn "sport = :$port")" ]]
-}
-
-# run_once LABEL: one iperf3 run under tcpdump; leaves LABEL.packets, .segs, .gbps in $work.
+# run_once LABEL: one stream under tcpdump; leaves LABEL.packets, .segs, .gbps in $work.
 run_once() {
-    local label="$1" tcpdump_pid server_pid client_pid segs_before segs_after
+    local label="$1" tcpdump_pid client_pid segs_before segs_after
     local pcap="$work/$label.pcap" tlog="$work/$label.tcpdump.log"
 
     # Headers are enough to count; a short snap length keeps the file small at 40 Gbit/s.
     # --immediate-mode: otherwise libpcap hands packets over in ring blocks, and the
-    # last, partly filled block (the teardown) is lost when tcpdump is stopped.
-    "${in_demo[@]}" tcpdump -i lo -n -s 128 -B 16384 --immediate-mode -U -w "$pcap" "tcp port $port" 2>"$tlog" &
+    # last, partly filled block (the teardown) is lost when tcpdump is stopped. Every
+    # TCP packet: the namespace is the demo's own, and evloop's port is the kernel's pick.
+    "${in_demo[@]}" tcpdump -i lo -n -s 128 -B 16384 --immediate-mode -U -w "$pcap" tcp 2>"$tlog" &
     tcpdump_pid=$!
     pids+=("$tcpdump_pid")
     wait_for "tcpdump to listen" 10 grep -q 'listening on' "$tlog"
 
-    "${in_demo[@]}" iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$work/$label.server.log" 2>&1 &
-    server_pid=$!
-    pids+=("$server_pid")
-    wait_for "iperf3 server on port $port" 10 server_listening
-
     segs_before="$(tcp_out_segs)"
     # In the background and waited for: a signal to this script interrupts wait and the
     # trap runs at once, where a foreground child would delay it to the end of the run.
-    "${in_demo[@]}" timeout $((duration + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$duration" -J \
-        >"$work/$label.json" &
+    "${in_demo[@]}" timeout $((duration + 30)) "$work/evloop" stream 131072 "$duration" \
+        >"$work/$label.out" 2>&1 &
     client_pid=$!
     pids+=("$client_pid")
     if ! wait "$client_pid"; then
-        echo "demo.sh: iperf3 client failed ($label):" >&2
-        cat "$work/$label.json" "$work/$label.server.log" >&2
+        echo "demo.sh: the stream failed ($label):" >&2
+        cat "$work/$label.out" >&2
         return 1
     fi
-    wait "$server_pid" || true
     sleep 0.5 # the last FIN/ACK
     segs_after="$(tcp_out_segs)"
 
@@ -148,11 +141,15 @@ run_once() {
             "its count is a lower bound" >&2
     fi
     echo $((segs_after - segs_before)) >"$work/$label.segs"
+    # evloop prints "BYTES_PER_S BYTES", as its reader counted them.
     python3 -c '
-import json, sys
-end = json.load(open(sys.argv[1]))["end"]
-print("%.2f" % (end["sum_received"]["bits_per_second"] / 1e9))' "$work/$label.json" >"$work/$label.gbps"
+import sys
+rate, _total = open(sys.argv[1]).read().split()
+print("%.2f" % (float(rate) * 8 / 1e9))' "$work/$label.out" >"$work/$label.gbps"
 }
+
+clang -O2 -Wall -o "$work/evloop" "$root/tools/bench-data/evloop.c" ||
+    { echo "demo.sh: could not build tools/bench-data/evloop.c" >&2; exit 1; }
 
 echo "demo: netns $name, cgroup $cgroup, pins $pin_dir, ${duration}s per run"
 
