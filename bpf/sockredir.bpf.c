@@ -515,6 +515,18 @@ int sockredir_observe_tp(__u64 *ctx)
 }
 
 #ifndef SOCKREDIR_NO_FEXIT
+/*
+ * The first choice where the kernel attaches fexit programs: tcp_bpf_recvmsg(sk, msg, len, flags, addr_len)
+ * returning ret, the recvmsg of a TCP socket in a sockmap. Only sockredir's sockets (and those of other sockmaps)
+ * read through it, so every other read of the host costs nothing, where the tracepoint below and sock_recvmsg run
+ * the observer on every read of every socket.
+ */
+SEC("fexit/tcp_bpf_recvmsg")
+int sockredir_observe_map(__u64 *ctx)
+{
+	return observe((struct sock *)ctx[0], (int)ctx[5], (int)ctx[3]);
+}
+
 /* The same where that tracepoint does not exist (6.1): sock_recvmsg(sock, msg, flags) returning ret. */
 SEC("fexit/sock_recvmsg")
 int sockredir_observe_fexit(__u64 *ctx)

@@ -271,7 +271,10 @@ struct sockredir_unmap_batch {
 #define SOCKREDIR_MAP_UNMAP_BATCH "unmap_batch"
 #define SOCKREDIR_PROG_SOCKOPS "sockredir_sockops"
 #define SOCKREDIR_PROG_MSG "sockredir_msg"
-/* The receive-path observer, in two variants: the first that loads on this kernel is attached. */
+/* The receive-path observer, in three variants: the first that loads on this kernel is attached. fexit on
+ * tcp_bpf_recvmsg runs for sockets in a sockmap alone; the tracepoint and fexit on sock_recvmsg for every read of
+ * the host. */
+#define SOCKREDIR_PROG_OBSERVE_MAP "sockredir_observe_map"
 #define SOCKREDIR_PROG_OBSERVE_TP "sockredir_observe_tp"
 #define SOCKREDIR_PROG_OBSERVE_FEXIT "sockredir_observe_fexit"
 /* The option hooks, each optional: on setsockopt, a socket that sets an option the redirect path does not serve

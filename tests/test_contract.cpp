@@ -39,7 +39,7 @@ TEST_CASE("the real object opens into its seven maps, the programs sockredir att
 {
     const auto spec = spec_of(real_object());
     CHECK(spec.maps.size() == 7);
-    CHECK(spec.programs.size() == 8);
+    CHECK(spec.programs.size() == 9);
     CHECK(spec.programs.at(SOCKREDIR_PROG_SETSOCKOPT).type == BPF_PROG_TYPE_CGROUP_SOCKOPT);
     CHECK(spec.programs.at(SOCKREDIR_PROG_SETSOCKOPT).expected_attach_type == BPF_CGROUP_SETSOCKOPT);
     CHECK(spec.programs.at(SOCKREDIR_PROG_SETSOCKOPT).attach_type == BPF_CGROUP_SETSOCKOPT);
@@ -50,6 +50,8 @@ TEST_CASE("the real object opens into its seven maps, the programs sockredir att
     CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_TP).type == BPF_PROG_TYPE_TRACING);
     CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_TP).attach_to == "sock_recv_length");
     CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_FEXIT).attach_to == "sock_recvmsg");
+    CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_MAP).attach_to == "tcp_bpf_recvmsg");
+    CHECK(spec.programs.at(SOCKREDIR_PROG_OBSERVE_MAP).expected_attach_type == BPF_TRACE_FEXIT);
     CHECK(spec.maps.at(SOCKREDIR_MAP_SOCKS).type == BPF_MAP_TYPE_SOCKHASH);
     CHECK(spec.maps.at(SOCKREDIR_MAP_COUNTERS).type == BPF_MAP_TYPE_PERCPU_ARRAY);
     CHECK(spec.maps.at(SOCKREDIR_MAP_CONFIG).type == BPF_MAP_TYPE_ARRAY);
@@ -292,7 +294,8 @@ TEST_CASE("attach loads the programs it attaches (the observers among them) and 
           "programs are detach's")
 {
     const auto attached = spec_of(real_object()).subset(attached_programs());
-    CHECK(attached.programs.size() == 6);
+    CHECK(attached.programs.size() == 7);
+    CHECK(attached.programs.contains(SOCKREDIR_PROG_OBSERVE_MAP));
     CHECK(attached.programs.contains(SOCKREDIR_PROG_SETSOCKOPT));
     CHECK(attached.programs.contains(SOCKREDIR_PROG_GETSOCKOPT));
     CHECK(attached.programs.contains(SOCKREDIR_PROG_SOCKOPS));

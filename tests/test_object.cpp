@@ -63,8 +63,9 @@ TEST_CASE("the real object holds sockredir_sockops in section sockops, sockredir
           "eviction programs")
 {
     const auto obj = parse(real_object());
-    // And the two receive-path observers (tp_btf, fexit) and the two option hooks, which test_contract.cpp checks.
-    REQUIRE(obj.programs.size() == 8);
+    // And the three receive-path observers (fexit on tcp_bpf_recvmsg, tp_btf, fexit on sock_recvmsg) and the two
+    // option hooks, which test_contract.cpp checks.
+    REQUIRE(obj.programs.size() == 9);
     const auto* sockops = obj.find_program(SOCKREDIR_PROG_SOCKOPS);
     const auto* msg = obj.find_program(SOCKREDIR_PROG_MSG);
     const auto* evict = obj.find_program(SOCKREDIR_PROG_EVICT);

@@ -171,17 +171,22 @@ AttachResult attach(const AttachOptions& options)
     }
     load.programs.assign(std::begin(kRequiredPrograms), std::end(kRequiredPrograms));
     ebpf::load_programs(spec, c, load);
-    // The observer: the first variant this kernel loads. Without one, sockredir cannot tell how readers read,
-    // so no direction is ever redirected; attach still succeeds (nothing an application sees changes) and says so.
+    // The observer: the first variant this kernel loads and attaches (a kernel may load an fexit program and refuse
+    // its trampoline). Without one, sockredir cannot tell how readers read, so no direction is ever redirected;
+    // attach still succeeds (nothing an application sees changes) and says so. Its link runs from here on, and does
+    // nothing until a socket has sockredir's storage; it is pinned with the rest, or closed with this process.
+    Fd observer_link;
     for (const char* name : kObserverPrograms) {
         if (!spec.programs.contains(name))
             continue;
         load.programs = {name};
         try {
             ebpf::load_programs(spec, c, load);
+            observer_link = sys::raw_tracepoint_open(c.programs.at(name).fd.get());
             result.observer = name;
             break;
         } catch (const Error& e) {
+            c.programs.erase(name); // loaded but not attachable: neither pinned nor kept
             if (!result.no_observer_reason.empty())
                 result.no_observer_reason += "; ";
             result.no_observer_reason += e.what();
@@ -223,10 +228,9 @@ AttachResult attach(const AttachOptions& options)
         step_done("attach_msg");
 
         // Before any socket enters the map: the observer is what lets a direction leave TCP.
-        if (!result.observer.empty()) {
+        if (observer_link) {
             try {
-                Fd observer = sys::raw_tracepoint_open(c.programs.at(result.observer).fd.get());
-                sys::obj_pin(observer.get(), staging + "/" + kPinObserverLink);
+                sys::obj_pin(observer_link.get(), staging + "/" + kPinObserverLink);
             } catch (const Error& e) {
                 result.no_observer_reason = e.what();
                 result.observer.clear();

@@ -75,10 +75,14 @@ struct ProgramShape {
 constexpr ProgramShape kProgramShapes[] = {
     {SOCKREDIR_PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS, 0, nullptr, nullptr, Role::Attach},
     {SOCKREDIR_PROG_MSG, BPF_PROG_TYPE_SK_MSG, 0, nullptr, nullptr, Role::Attach},
+    {SOCKREDIR_PROG_OBSERVE_MAP, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, "tcp_bpf_recvmsg",
+     "attach observes readers with " SOCKREDIR_PROG_OBSERVE_TP " instead, which runs on every read of the host",
+     Role::Attach},
     {SOCKREDIR_PROG_OBSERVE_TP, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, "sock_recv_length",
      "attach observes readers with " SOCKREDIR_PROG_OBSERVE_FEXIT " instead", Role::Attach},
     {SOCKREDIR_PROG_OBSERVE_FEXIT, BPF_PROG_TYPE_TRACING, BPF_TRACE_FEXIT, "sock_recvmsg",
-     "needed only where " SOCKREDIR_PROG_OBSERVE_TP " does not load; without both, no connection is redirected",
+     "needed only where neither " SOCKREDIR_PROG_OBSERVE_MAP " nor " SOCKREDIR_PROG_OBSERVE_TP
+     " loads; without all three, no connection is redirected",
      Role::Attach},
     {SOCKREDIR_PROG_SETSOCKOPT, BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_CGROUP_SETSOCKOPT, nullptr,
      "a socket that sets SO_RCVLOWAT, SO_PEEK_OFF or TCP_INQ on a redirected connection leaves redirection only at "

@@ -39,7 +39,8 @@ void check_contract(const ebpf::CollectionSpec& spec);
 // The programs attach needs, and the receive-path observers it tries in this order: the first that loads and
 // attaches proves readers compatible; without one no connection is redirected (every direction stays on TCP).
 inline constexpr const char* kRequiredPrograms[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG};
-inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_TP, SOCKREDIR_PROG_OBSERVE_FEXIT};
+inline constexpr const char* kObserverPrograms[] = {SOCKREDIR_PROG_OBSERVE_MAP, SOCKREDIR_PROG_OBSERVE_TP,
+                                                    SOCKREDIR_PROG_OBSERVE_FEXIT};
 // The option hooks, each linked to the cgroup beside sock_ops where it loads, under its pin (pins.hpp).
 struct OptionHook {
     const char* program;

@@ -50,6 +50,12 @@ public:
         items_.push_back(std::move(item));
         return items_.back();
     }
+    // Drops the element of that name (its kernel object with it, for a loaded one); whether there was one.
+    bool erase(std::string_view name)
+    {
+        const auto n = std::erase_if(items_, [&](const T& e) { return e.name == name; });
+        return n != 0;
+    }
 
     size_t size() const noexcept { return items_.size(); }
     bool empty() const noexcept { return items_.empty(); }

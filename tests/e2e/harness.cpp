@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "bpf/sockredir_shared.h"
+#include "loader/app/contract.hpp"
 #include "loader/base/error.hpp"
 #include "loader/base/fd.hpp"
 #include "loader/base/file.hpp"
@@ -125,6 +126,7 @@ bool is_our_prog_name(const std::string& name)
     return name == kernel_name(SOCKREDIR_PROG_SOCKOPS) || name == kernel_name(SOCKREDIR_PROG_MSG) ||
            name == kernel_name(SOCKREDIR_PROG_EVICT) || name == kernel_name(SOCKREDIR_PROG_UNMAP) ||
            name == kernel_name(SOCKREDIR_PROG_OBSERVE_TP) || name == kernel_name(SOCKREDIR_PROG_OBSERVE_FEXIT) ||
+           name == kernel_name(SOCKREDIR_PROG_OBSERVE_MAP) ||
            name == kernel_name(SOCKREDIR_PROG_SETSOCKOPT) || name == kernel_name(SOCKREDIR_PROG_GETSOCKOPT);
 }
 
@@ -857,15 +859,24 @@ TransferReport transfer_in_netns(const std::string& cgroup, const TransferSpec& 
 
 ObjectIds pinned_ids(const std::string& pin_dir)
 {
-    // The observer that loads on this host is the tp_btf one (fexit is refused here: kernel-notes section 6).
-    static const char* const kProgs[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG, SOCKREDIR_PROG_OBSERVE_TP,
-                                         SOCKREDIR_PROG_SETSOCKOPT, SOCKREDIR_PROG_GETSOCKOPT};
+    static const char* const kProgs[] = {SOCKREDIR_PROG_SOCKOPS, SOCKREDIR_PROG_MSG, SOCKREDIR_PROG_SETSOCKOPT,
+                                         SOCKREDIR_PROG_GETSOCKOPT};
     static const char* const kMaps[] = {SOCKREDIR_MAP_SOCKS,      SOCKREDIR_MAP_COUNTERS, SOCKREDIR_MAP_CONFIG,
                                         SOCKREDIR_MAP_SOCK_STATE, SOCKREDIR_MAP_FLOWS,    SOCKREDIR_MAP_LEARNED};
     namespace sys = sockredir::ebpf::sys;
     ObjectIds ids;
     for (const char* name : kProgs)
         ids.progs.insert(sys::prog_info(sys::obj_get(pin_dir + "/" + name).get()).id);
+    // The observer is whichever variant this kernel loaded and attached (tp_btf here: fexit is refused, kernel-notes
+    // section 6); attach pins that one alone.
+    size_t observers = 0;
+    for (const char* name : sockredir::app::kObserverPrograms)
+        if (::access((pin_dir + "/" + name).c_str(), F_OK) == 0) {
+            ids.progs.insert(sys::prog_info(sys::obj_get(pin_dir + "/" + name).get()).id);
+            ++observers;
+        }
+    if (observers != 1)
+        throw std::runtime_error(std::to_string(observers) + " observer programs pinned in " + pin_dir);
     for (const char* name : kMaps)
         ids.maps.insert(sys::map_info(sys::obj_get(pin_dir + "/" + name).get()).id);
     return ids;

@@ -401,8 +401,9 @@ TEST_CASE("loading the embedded object and dropping the collection leaks no file
         sockredir::ebpf::LoadOptions options;
         options.optional = sockredir::app::optional_programs();
         options.optional.push_back(SOCKREDIR_PROG_OBSERVE_FEXIT);
+        options.optional.push_back(SOCKREDIR_PROG_OBSERVE_MAP);
         const auto collection = sockredir::ebpf::load_collection(spec, options);
-        CHECK(collection.programs.size() + collection.not_loaded.size() == 8);
+        CHECK(collection.programs.size() + collection.not_loaded.size() == 9);
         CHECK(collection.programs.contains(SOCKREDIR_PROG_OBSERVE_TP));
         CHECK(collection.programs.contains(SOCKREDIR_PROG_SETSOCKOPT));
         CHECK(collection.programs.contains(SOCKREDIR_PROG_GETSOCKOPT));
