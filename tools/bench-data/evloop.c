@@ -17,19 +17,16 @@
  * the kernel has it); "copy" measures the stream's floor instead (copy_floor()). Exit 1 with a message on any failure.
  */
 #define _GNU_SOURCE
+#define TOOL_NAME "evloop"
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "benchtool.h"
 
 #ifndef IPPROTO_SMC
 #define IPPROTO_SMC 256
@@ -38,36 +35,10 @@
 #define PATTERN 251 /* a prime: the pattern never lines up with a power-of-two chunk */
 #define READ_BUF (256 * 1024)
 
-static void die(const char *what)
-{
-	fprintf(stderr, "evloop: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
 static void fail(const char *what)
 {
 	fprintf(stderr, "evloop: %s\n", what);
 	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void pin(const char *cpu)
-{
-	cpu_set_t set;
-
-	if (strcmp(cpu, "-") == 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(atoi(cpu), &set);
-	if (sched_setaffinity(0, sizeof(set), &set) != 0)
-		die("sched_setaffinity");
 }
 
 /* n + PATTERN bytes of the pattern: byte i of a stream is i % PATTERN, so offset o starts at pattern + o % PATTERN. */
@@ -307,23 +278,15 @@ static int stream(size_t size, double seconds)
 	return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static int pingpong(size_t size, double seconds, const char *cpu_a, const char *cpu_b)
 {
 	unsigned short port;
 	int lfd = listener(&port), fd;
 	char *buf = malloc(size), *want = pattern(size);
-	size_t cap = 1 << 20, n = 0;
-	double *rtt = malloc(cap * sizeof(*rtt));
+	struct samples rtt = {0};
 	pid_t pid;
 
-	if (!buf || !rtt)
+	if (!buf)
 		die("malloc");
 	pid = fork();
 	if (pid < 0)
@@ -344,28 +307,23 @@ static int pingpong(size_t size, double seconds, const char *cpu_a, const char *
 		if (!recv_all(fd, buf, size))
 			fail("pingpong: the echo server ended");
 	}
-	for (double end = now() + seconds, t0 = now(); t0 < end;) {
-		double t1;
+	/* Each round trip timed alone: the check of the echo is outside it. */
+	for (double end = now() + seconds;;) {
+		double t0 = now(), t1;
 
+		if (t0 >= end)
+			break;
 		send_all(fd, want, size);
 		if (!recv_all(fd, buf, size))
 			fail("pingpong: the echo server ended");
 		t1 = now();
+		samples_add(&rtt, (t1 - t0) * 1e6);
 		if (memcmp(buf, want, size) != 0)
 			fail("pingpong: the echo differs from what was sent");
-		if (n == cap) {
-			cap *= 2;
-			rtt = realloc(rtt, cap * sizeof(*rtt));
-			if (!rtt)
-				die("realloc");
-		}
-		rtt[n++] = (t1 - t0) * 1e6;
-		t0 = t1;
 	}
 	close(fd);
 	reap(pid);
-	qsort(rtt, n, sizeof(*rtt), cmp_double);
-	printf("%.3f %.3f %zu\n", rtt[n / 2], rtt[(size_t)(n * 0.99)], n);
+	samples_print(&rtt);
 	return 0;
 }
 

@@ -10,40 +10,11 @@
  * tools/bench; exit 1 with a message on any failure.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define TOOL_NAME "pipe_floor"
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-static void die(const char *what)
-{
-	fprintf(stderr, "pipe_floor: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static void pin(const char *cpu)
-{
-	cpu_set_t set;
-
-	if (strcmp(cpu, "-") == 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(atoi(cpu), &set);
-	if (sched_setaffinity(0, sizeof(set), &set) != 0)
-		die("sched_setaffinity");
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "benchtool.h"
 
 /* Reads exactly n bytes; 0 at end of file before the first byte, 1 when done. */
 static int read_full(int fd, char *buf, size_t n)
@@ -81,23 +52,15 @@ static void write_full(int fd, const char *buf, size_t n)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static int pingpong(const char *cpu_a, const char *cpu_b, size_t size, double seconds)
 {
 	int to_child[2], to_parent[2];
-	size_t cap = 1 << 20, n = 0;
-	double *rtt = malloc(cap * sizeof(*rtt));
+	struct samples rtt = {0};
 	char *buf = malloc(size);
 	pid_t pid;
 	int status;
 
-	if (!rtt || !buf)
+	if (!buf)
 		die("malloc");
 	memset(buf, 'x', size);
 	if (pipe(to_child) != 0 || pipe(to_parent) != 0)
@@ -129,13 +92,7 @@ static int pingpong(const char *cpu_a, const char *cpu_b, size_t size, double se
 		if (!read_full(to_parent[0], buf, size))
 			die("read: the echo process ended");
 		t1 = now();
-		if (n == cap) {
-			cap *= 2;
-			rtt = realloc(rtt, cap * sizeof(*rtt));
-			if (!rtt)
-				die("realloc");
-		}
-		rtt[n++] = (t1 - t0) * 1e6;
+		samples_add(&rtt, (t1 - t0) * 1e6);
 		t0 = t1;
 	}
 	close(to_child[1]);
@@ -143,8 +100,7 @@ static int pingpong(const char *cpu_a, const char *cpu_b, size_t size, double se
 		errno = ECHILD;
 		die("the echo process failed");
 	}
-	qsort(rtt, n, sizeof(*rtt), cmp_double);
-	printf("%.3f %.3f %zu\n", rtt[n / 2], rtt[(size_t)(n * 0.99)], n);
+	samples_print(&rtt);
 	return 0;
 }
 
