@@ -300,24 +300,23 @@ int sockredir_sockops(struct bpf_sock_ops *skops)
  * was open until now. */
 static __always_inline int close_connection(struct sockredir_sock *me, struct sockredir_flow *in, __u32 why)
 {
-	struct sockredir_flow *out;
-	__u64 now;
+	struct sockredir_flow *out = bpf_map_lookup_elem(&flows, &me->peer);
+	__u64 now = bpf_ktime_get_ns();
 
 	me->flags |= SOCKREDIR_SOCK_EVICT;
-	if (in->never)
-		return 0;
-	now = bpf_ktime_get_ns();
-	in->never_ns = now;
-	in->reason = why;
-	in->never = 1;
-	count(why, 1);
-	/* Its own sends must take TCP too: the ACKs they bring back are where the socket can leave the map. */
-	out = bpf_map_lookup_elem(&flows, &me->peer);
+	/* Its own sends must take TCP too: the ACKs they bring back are where the socket can leave the map. On every
+	 * call: the flow out of it may not have existed at the first (its peer's end established later). */
 	if (out && !out->never) {
 		out->never_ns = now;
 		out->reason = why;
 		out->never = 1;
 	}
+	if (in->never)
+		return 0;
+	in->never_ns = now;
+	in->reason = why;
+	in->never = 1;
+	count(why, 1);
 	return 1;
 }
 
