@@ -85,11 +85,18 @@ cg = [m.get("mountPath") for n, m in mounts.items() if volumes.get(n) == "/sys/f
 need(len(cg) == 1, "the node's /sys/fs/cgroup mounted once")
 need(cg and "--cgroup" in cmd and cmd[cmd.index("--cgroup") + 1] == cg[0], "--cgroup names the node's cgroup2 mount")
 need(pod.get("terminationGracePeriodSeconds", 30) >= 10, "a grace period for detach")
+# The metrics: run serves them on a port the pod declares, and the scrape annotations name that port and path.
+notes = spec.get("template", {}).get("metadata", {}).get("annotations", {})
+ports = {p.get("containerPort") for p in c.get("ports", [])}
+addr = cmd[cmd.index("--metrics") + 1] if "--metrics" in cmd else ""
+need(addr.rpartition(":")[2].isdigit() and int(addr.rpartition(":")[2]) in ports, "run --metrics on a declared port")
+need(notes.get("prometheus.io/scrape") == "true" and notes.get("prometheus.io/port") == addr.rpartition(":")[2] and
+     notes.get("prometheus.io/path") == "/metrics", "the prometheus.io scrape annotations name the metrics port")
 for p in problems:
     print("FAIL: DaemonSet: " + p)
 sys.exit(1 if problems else 0)
 PY
-        echo "ok: the DaemonSet parses and runs sockredir-min run with the node's bpffs and cgroup2"
+        echo "ok: the DaemonSet parses and runs sockredir-min run with the node's bpffs and cgroup2, metrics annotated"
     else
         fail "$manifest"
     fi

@@ -5,14 +5,14 @@ set -euo pipefail
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 cd "$root"
 
-# tools/bench and its package, tools/compat-doc.py and the programs of tests/real_servers.sh, byte-compiled by the
+# tools/bench and its package, tools/compat-doc.py, the programs of tests/real_servers.sh and tests/observe.py, byte-compiled by the
 # python3 they run under (a syntax error otherwise shows only in a root run); the bytecode goes to a temporary
 # directory, not into the tree.
-python=(tools/bench tools/benchlib/*.py tools/compat-doc.py tests/real_servers/*.py)
+python=(tools/bench tools/benchlib/*.py tools/compat-doc.py tests/real_servers/*.py tests/observe.py)
 pycache="$(mktemp -d)"
 trap 'rm -rf -- "$pycache"' EXIT
 PYTHONPYCACHEPREFIX="$pycache" /usr/bin/python3 -m py_compile "${python[@]}"
-echo "ok: ${#python[@]} Python files (the bench, compat-doc, tests/real_servers) compile"
+echo "ok: ${#python[@]} Python files (the bench, compat-doc, tests/real_servers, tests/observe.py) compile"
 
 if ! command -v shellcheck >/dev/null 2>&1; then
     if [[ "${CI:-}" == "true" ]]; then

@@ -13,7 +13,8 @@ cd "$root"
 # redis-tools, nginx, wrk, curl, postgresql, haproxy: tests/real_servers.sh (it starts its
 # own instances in a private namespace; services the install may start are not used).
 # qemu-system-x86, busybox-static, cpio: tools/vmtest.sh (it fetches the kernels itself).
-# systemd (systemd-analyze) and python3-yaml: the contrib test.
+# systemd (systemd-analyze) and python3-yaml: the contrib test. python3-prometheus-client and curl: tests/observe.py
+# (meson tests list and metrics) parse the metrics with a real Prometheus text parser and scrape run --metrics.
 packages=(
     clang llvm llvm-dev
     meson ninja-build g++ pkg-config python3 doctest-dev
@@ -21,7 +22,7 @@ packages=(
     iperf3 tcpdump iproute2 file shellcheck
     mount util-linux
     redis-server redis-tools nginx wrk curl postgresql haproxy
-    qemu-system-x86 busybox-static cpio systemd python3-yaml
+    qemu-system-x86 busybox-static cpio systemd python3-yaml python3-prometheus-client
     libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
     sockperf python3-matplotlib bpftool time # tools/bench (meson test bench-smoke); bpftool only for its comparison
 )

@@ -84,6 +84,34 @@ PY
 )"
 read -r passed failed skipped <<<"$counts"
 
+# meson prints only the last 100 lines of a failed test's log, and a doctest failure can sit far above them: print
+# every failed test's failing assertions (doctest's ERROR and FATAL ERROR lines, with what follows each) before the
+# count, so CI's output always names them.
+python3 - "$log" <<'PY' || true
+import json, re, sys
+
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.strip()
+    if not line:
+        continue
+    entry = json.loads(line)
+    if entry.get("result", "") in ("OK", "EXPECTEDFAIL", "SKIP"):
+        continue
+    out = (entry.get("stdout") or "").splitlines()
+    shown = 0
+    print(f"test.sh: {entry.get('name', '?')} {entry.get('result', '')}: its failing assertions", file=sys.stderr)
+    for i, text in enumerate(out):
+        if re.search(r": (FATAL )?ERROR: |TEST CASE FAILED|test case THREW", text) and shown < 20:
+            shown += 1
+            # The test case's title is the line after the separator above the failure.
+            title = next((out[j + 2] for j in range(i, -1, -1) if out[j].startswith("=====") and j + 2 < len(out)), "")
+            print(f"  {title.strip()}", file=sys.stderr)
+            for extra in out[i : i + 6]:
+                print(f"    {extra[:400]}", file=sys.stderr)
+    if shown == 0:
+        print("  (no doctest assertion in its output; see its log above)", file=sys.stderr)
+PY
+
 if ((skipped > 0)); then
     echo "test.sh: $skipped test(s) skipped (counted as neither; under CI=true a skip fails)"
 fi

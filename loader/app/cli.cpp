@@ -12,6 +12,9 @@
 #include "loader/app/contract.hpp"
 #include "loader/app/embedded.hpp"
 #include "loader/app/hints.hpp"
+#include "loader/app/http.hpp"
+#include "loader/app/list.hpp"
+#include "loader/app/metrics.hpp"
 #include "loader/app/pins.hpp"
 #include "loader/app/run.hpp"
 #include "loader/app/selftest.hpp"
@@ -93,6 +96,29 @@ std::string set_json(Command& c, std::string_view)
     return {};
 }
 
+std::string set_prometheus(Command& c, std::string_view)
+{
+    c.prometheus = true;
+    return {};
+}
+
+std::string set_list_port(Command& c, std::string_view v)
+{
+    const auto n = parse_decimal(v, 5);
+    if (!n || *n == 0 || *n > 65535)
+        return "--port needs a port from 1 to 65535";
+    c.list_port = static_cast<uint16_t>(*n);
+    return {};
+}
+
+std::string set_metrics(Command& c, std::string_view v)
+{
+    if (auto error = check_listen_address(std::string(v)); !error.empty())
+        return error;
+    c.metrics = v;
+    return {};
+}
+
 std::string set_sample(Command& c, std::string_view v)
 {
     const auto n = parse_decimal(v);
@@ -160,6 +186,15 @@ constexpr OptionSpec kDrainTimeoutOption{
     "how long detach waits for connections with unread redirected data to be read before it leaves them in the "
     "map, 0 to 3600 (default 5)",
     set_drain_timeout};
+constexpr OptionSpec kPrometheusOption{"--prometheus", "",
+                                       "print the Prometheus text format (what run --metrics serves at /metrics)",
+                                       set_prometheus};
+constexpr OptionSpec kListPortOption{"--port", "N", "only the connections with port N at either end",
+                                     set_list_port};
+constexpr OptionSpec kMetricsOption{"--metrics", "HOST:PORT",
+                                    "serve the metrics of status --prometheus over HTTP at HOST:PORT/metrics "
+                                    "(like 127.0.0.1:9477 or [::1]:9477)",
+                                    set_metrics};
 constexpr OptionSpec kSampleOption{"--sample", "SECONDS",
                                    "measure the programs' runs and run time over SECONDS, 1 to 3600", set_sample};
 
@@ -232,14 +267,30 @@ int do_detach(const Command& c)
 
 int do_status(const Command& c)
 {
+    if (c.prometheus && (c.json || c.sample_seconds != 0)) {
+        std::fprintf(stderr, "sockredir-min: status --prometheus takes neither --json nor --sample (see "
+                             "sockredir-min --help)\n");
+        return kExitUsage;
+    }
     if (c.sample_seconds != 0) {
         // The kernel's run statistics are on for the window only, through an fd: never left on.
         const auto sample = sample_run_stats(c.pin_dir, c.sample_seconds);
         std::fputs((c.json ? format_sample_json(sample) : format_sample_text(sample)).c_str(), stdout);
         return kExitOk;
     }
+    if (c.prometheus) {
+        std::fputs(prometheus_metrics(c.pin_dir).c_str(), stdout);
+        return kExitOk;
+    }
     const auto s = read_status(c.pin_dir);
     std::fputs((c.json ? format_json(s) : format_text(s)).c_str(), stdout);
+    return kExitOk;
+}
+
+int do_list(const Command& c)
+{
+    const auto l = list_connections(c.pin_dir, c.list_port);
+    std::fputs((c.json ? format_list_json(l) : format_list_text(l)).c_str(), stdout);
     return kExitOk;
 }
 
@@ -269,7 +320,7 @@ int do_run(const Command& c)
 {
     std::vector<std::byte> file;
     const auto attach = attach_options(c, file);
-    run_foreground(attach, detach_options(c, file));
+    run_foreground(attach, detach_options(c, file), c.metrics);
     return kExitOk;
 }
 
@@ -308,11 +359,12 @@ constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, 
                                                 &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption};
 constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption, &kPinDirOption,      &kObjectOption,
                                              &kMaxSocketsOption, &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption,
-                                             &kDrainTimeoutOption};
+                                             &kDrainTimeoutOption, &kMetricsOption};
 constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kObjectOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};
-constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption};
+constexpr const OptionSpec* kStatusOptions[] = {&kPinDirOption, &kJsonOption, &kSampleOption, &kPrometheusOption};
+constexpr const OptionSpec* kListOptions[] = {&kPinDirOption, &kJsonOption, &kListPortOption};
 constexpr std::string_view kHelpAliases[] = {"-h", "help"};
 constexpr std::string_view kVersionAliases[] = {"-V"};
 
@@ -330,6 +382,11 @@ constexpr CommandSpec kCommands[] = {
      .summary = "show whether it is attached, ids, sockets in the map and counters",
      .options = kStatusOptions,
      .handler = do_status},
+    {.name = "list",
+     .summary = "show each connection sockredir took, like ss: endpoints, namespace, processes, and for each "
+                "direction its path (redirected, or TCP and why), what was redirected and what is unread",
+     .options = kListOptions,
+     .handler = do_list},
     {.name = "check",
      .summary = "tell whether this kernel can run sockredir: one line per feature the object needs, a verdict",
      .options = kCheckOptions,

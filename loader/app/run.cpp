@@ -2,17 +2,23 @@
 #include "loader/app/run.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "loader/app/checked_attach.hpp"
 #include "loader/app/evict.hpp"
+#include "loader/app/http.hpp"
+#include "loader/app/metrics.hpp"
 #include "loader/app/pins.hpp"
 #include "loader/app/selftest.hpp"
 #include "loader/base/error.hpp"
@@ -38,9 +44,34 @@ void say(const std::string& line)
     std::fflush(stdout); // a journal or a pipe reads it now, not at exit
 }
 
+// Waits for SIGTERM or SIGINT (blocked, read from a signalfd), serving the metrics meanwhile. Returns the signal.
+int wait_for_stop(const sigset_t& stop, MetricsServer* metrics)
+{
+    Fd signals(::signalfd(-1, &stop, SFD_CLOEXEC));
+    if (!signals)
+        throw Error("signalfd for SIGTERM and SIGINT", errno);
+    std::vector<pollfd> fds;
+    for (;;) {
+        fds.assign(1, pollfd{signals.get(), POLLIN, 0});
+        if (metrics)
+            metrics->add_pollfds(fds);
+        const int n = ::poll(fds.data(), fds.size(), metrics ? metrics->poll_timeout_ms() : -1);
+        if (n < 0 && errno != EINTR)
+            throw Error("waiting for SIGTERM or SIGINT", errno);
+        if (n > 0 && (fds[0].revents & POLLIN)) {
+            signalfd_siginfo info{};
+            if (::read(signals.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info))
+                return static_cast<int>(info.ssi_signo);
+        }
+        if (metrics)
+            metrics->handle(fds, 1);
+    }
+}
+
 } // namespace
 
-void run_foreground(const AttachOptions& options, const DetachOptions& detach_options)
+void run_foreground(const AttachOptions& options, const DetachOptions& detach_options,
+                    const std::string& metrics_address)
 {
     sigset_t stop;
     sigemptyset(&stop);
@@ -48,6 +79,12 @@ void run_foreground(const AttachOptions& options, const DetachOptions& detach_op
     sigaddset(&stop, SIGINT);
     if (::sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
         throw Error("blocking SIGTERM and SIGINT", errno);
+
+    // The endpoint before the attach: an address that is taken or wrong fails the run with nothing attached.
+    std::unique_ptr<MetricsServer> metrics;
+    const std::string pin_dir = PinDir(options.pin_dir).path();
+    if (!metrics_address.empty())
+        metrics = std::make_unique<MetricsServer>(metrics_address, [pin_dir] { return prometheus_metrics(pin_dir); });
 
     const auto r = attach_or_verdict(options);
 
@@ -69,12 +106,12 @@ void run_foreground(const AttachOptions& options, const DetachOptions& detach_op
     if (!r.no_evict.empty())
         say(no_evict_note(r.no_evict));
     print_defect_warnings(r);
+    if (metrics)
+        say("serving metrics at http://" + metrics->bound() + "/metrics");
     say("running until SIGTERM or SIGINT");
 
-    int sig = 0;
-    while ((sig = ::sigwaitinfo(&stop, nullptr)) < 0)
-        if (errno != EINTR)
-            throw Error("waiting for SIGTERM or SIGINT", errno);
+    const int sig = wait_for_stop(stop, metrics.get());
+    metrics.reset(); // no scrape during the detach
     say(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; detaching");
 
     const uint32_t now = pinned_link_id(r.pin_dir);

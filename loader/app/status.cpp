@@ -120,7 +120,7 @@ const char* counter_name(int index)
     return index >= 0 && index < SOCKREDIR_COUNTER_MAX ? kNames[index] : "unknown";
 }
 
-Status read_status(const std::string& pin_dir)
+Status read_status(const std::string& pin_dir, bool resolve_cgroup)
 {
     const PinDir p(pin_dir);
     Status s;
@@ -133,7 +133,8 @@ Status read_status(const std::string& pin_dir)
     s.cgroup_id = found.cgroup_id;
     s.draining = found.draining;
     try {
-        s.cgroup = find_cgroup(ebpf::cgroup2_root(false), s.cgroup_id);
+        if (resolve_cgroup)
+            s.cgroup = find_cgroup(ebpf::cgroup2_root(false), s.cgroup_id);
     } catch (const Error&) {
         s.cgroup.clear();
     }

@@ -33,7 +33,8 @@ struct Status {
     uint64_t msg_run_ns = 0;
 };
 
-Status read_status(const std::string& pin_dir);
+// `resolve_cgroup`: find the cgroup's path by its id (a walk of the cgroup2 tree), else leave it empty.
+Status read_status(const std::string& pin_dir, bool resolve_cgroup = true);
 // One counter (enum sockredir_counter) of the attachment at `pin_dir`, summed over the CPUs: what read_status reads,
 // without its walk of the cgroups (the self-tests read it around every send they make).
 uint64_t read_counter(const std::string& pin_dir, uint32_t index);
