@@ -150,10 +150,9 @@ void MetricsServer::handle(const std::vector<pollfd>& fds, size_t first)
         if (keep[i] && now >= c.deadline)
             keep[i] = false; // too slow: closed without a word
     }
-    // Clients that were not polled this round (none today) keep their place.
     std::vector<Client> kept;
     for (size_t i = 0; i < clients_.size(); ++i)
-        if (i >= keep.size() || keep[i])
+        if (keep[i])
             kept.push_back(std::move(clients_[i]));
     clients_ = std::move(kept);
     if (first < fds.size() && (fds[first].revents & POLLIN))
