@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Meson test: the systemd unit verifies, the DaemonSet is well-formed and runs `run`, the README's usage is --help's.
+# Meson test: the systemd unit verifies, the man page and the completion are --help's, the DaemonSet is well-formed
+# and runs `run`, the README's usage is --help's.
 set -euo pipefail
 
-if (($# != 2)); then
-    echo "usage: check_contrib.sh SOURCE-ROOT PATH-TO-sockredir-min" >&2
+if (($# != 3)); then
+    echo "usage: check_contrib.sh SOURCE-ROOT PATH-TO-sockredir-min PATH-TO-BUILT-sockredir.service" >&2
     exit 2
 fi
 root="$1"
 bin="$2"
+unit="$3"
 failures=0
 skips=()
 
@@ -30,10 +32,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf -- "$tmp"' EXIT
 
 # --- systemd ---------------------------------------------------------------------------------------------------------
-unit="$root/contrib/systemd/sockredir.service"
-installed=/usr/local/sbin/sockredir-min
-if ! grep -qx "ExecStart=$installed run" "$unit"; then
-    fail "$unit: no 'ExecStart=$installed run' line"
+# The unit as the build made it from contrib/systemd/sockredir.service.in, for meson's sbindir.
+installed="$(sed -n 's|^ExecStart=\(/.*\)/sockredir-min run$|\1|p' "$unit")/sockredir-min"
+if [[ "$installed" == /sockredir-min ]] || grep -q '@' "$unit"; then
+    fail "$unit: no 'ExecStart=SBINDIR/sockredir-min run' line, or a token left unreplaced"
 fi
 if command -v systemd-analyze >/dev/null 2>&1; then
     # verify checks that the binary exists: point the unit at the one just built.
@@ -46,6 +48,59 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     fi
 else
     missing_tool systemd-analyze
+fi
+
+# --- the man page and the bash completion: every command and option of --help, and a page man renders cleanly ---
+help_words="$("$bin" --help | sed -n '/^usage:/,/^$/p' | grep -o -- '--[a-z-]*\|sockredir-min [a-z]*' |
+    sed 's/^sockredir-min //' | sort -u)"
+page="$root/docs/sockredir-min.8"
+completion="$root/contrib/bash-completion/sockredir-min"
+for word in $help_words; do
+    # roff writes a hyphen of an option as \-; whole words: --port is not --ports.
+    grep -qwF -- "${word//-/\\-}" "$page" || fail "$page: no '$word' (--help has it)"
+done
+# The completion offers each command exactly the options of its usage line.
+if ! out="$(python3 - "$completion" <<PY
+import re, sys
+usage = """$("$bin" --help | sed -n '/^usage:/,/^$/p')"""
+want = {m.group(1): sorted(re.findall(r"\[(--[a-z-]+)", m.group(2)))
+        for m in re.finditer(r"sockredir-min ([a-z]+)(.*)", usage)}
+text = open(sys.argv[1], encoding="utf-8").read()
+got = {c: sorted(o.split()) for c, o in re.findall(r'\[([a-z]+)\]="([^"]*)"', text)}
+commands = re.search(r'local commands="([^"]*)"', text).group(1).split()
+bad = [f"{c}: {got.get(c)} != {want[c]}" for c in want if got.get(c) != want[c]]
+bad += [f"commands {sorted(commands)} != {sorted([*want, '--help', '--version'])}"] if sorted(commands) != sorted([*want, "--help", "--version"]) else []
+print("; ".join(bad))
+sys.exit(1 if bad else 0)
+PY
+)"; then
+    fail "$completion differs from --help: $out"
+fi
+if command -v man >/dev/null 2>&1; then
+    if warnings="$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$page" 2>&1 >/dev/null)" &&
+        [[ -z "$warnings" ]]; then
+        echo "ok: sockredir-min(8) and the bash completion have every command and option of --help; man renders it"
+    else
+        fail "man warns about $page:"
+        printf '%s\n' "$warnings" | sed 's/^/    /'
+    fi
+else
+    missing_tool man-db
+fi
+if command -v bash >/dev/null 2>&1 && [[ -f /usr/share/bash-completion/bash_completion ]]; then
+    # Completing "sockredir-min li" and "sockredir-min list --p" with bash-completion's own machinery.
+    got="$(bash -c 'source /usr/share/bash-completion/bash_completion; source "$1"
+        COMP_LINE="sockredir-min li"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(sockredir-min li); COMP_CWORD=1
+        _sockredir_min; echo "${COMPREPLY[*]}"
+        COMP_LINE="sockredir-min list --p"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(sockredir-min list --p); COMP_CWORD=2
+        _sockredir_min; echo "${COMPREPLY[*]}"' _ "$completion")"
+    if [[ "$got" == $'list\n--pin-dir --port' ]]; then
+        echo "ok: the completion completes commands and a command's options"
+    else
+        fail "the completion of 'li' and 'list --p' gave: $got"
+    fi
+else
+    missing_tool bash-completion
 fi
 
 # --- Kubernetes ------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ cd "$root"
 # qemu-system-x86, busybox-static, cpio: tools/vmtest.sh (it fetches the kernels itself).
 # systemd (systemd-analyze) and python3-yaml: the contrib test. python3-prometheus-client and curl: tests/observe.py
 # (meson tests list and metrics) parse the metrics with a real Prometheus text parser and scrape run --metrics.
+# man-db and bash-completion: the contrib test renders the man page and runs the completion. dpkg-dev, lintian
+# and fakeroot: tools/package.sh and its test. podman: the container test builds the DaemonSet's image.
 packages=(
     clang llvm llvm-dev
     meson ninja-build g++ pkg-config python3 doctest-dev
@@ -23,6 +25,7 @@ packages=(
     mount util-linux
     redis-server redis-tools nginx wrk curl postgresql haproxy
     qemu-system-x86 busybox-static cpio systemd python3-yaml python3-prometheus-client
+    man-db bash-completion dpkg-dev lintian podman
     libclang-rt-14-dev # clang's libFuzzer and sanitizer runtimes: tools/fuzz.sh (meson test fuzz-60s)
     sockperf python3-matplotlib bpftool time # tools/bench (meson test bench-smoke); bpftool only for its comparison
 )
@@ -49,12 +52,20 @@ if ((${#missing[@]} > 0)); then
     apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# Warnings are errors in CI only (CI=true): a user's build, or a newer compiler's, does not fail on a new warning.
+werror=false
+if [[ "${CI:-}" == "true" ]]; then
+    werror=true
+fi
 if [[ ! -f build/meson-private/coredata.dat ]]; then
-    meson setup build
+    meson setup -Dwerror="$werror" build
 elif [[ ! -f build/build.ninja ]] || ((${#missing[@]} > 0)); then
     # A configure that failed half-way, or optional dependencies (LLVM for the oracle
     # test) looked up before they were installed: configure again, keeping the options.
-    meson setup --reconfigure build
+    meson setup --reconfigure -Dwerror="$werror" build
+elif [[ "$(meson introspect --buildoptions build | python3 -c 'import json, sys
+print(next(str(o["value"]).lower() for o in json.load(sys.stdin) if o["name"] == "werror"))')" != "$werror" ]]; then
+    meson configure -Dwerror="$werror" build
 fi
 
 ninja -C build

@@ -208,7 +208,7 @@ std::string format_text(const Status& s)
     for (int i = 0; i < SOCKREDIR_COUNTER_MAX; ++i)
         add("  %-24s %llu\n", counter_name(i), static_cast<unsigned long long>(s.counters[i]));
     if (s.msg_runs == 0 && s.sockops_runs == 0) {
-        add("  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)\n");
+        out += "  run cost      not measured (sysctl kernel.bpf_stats_enabled=1 to measure)\n";
     } else {
         const auto per_run = [](uint64_t ns, uint64_t runs) { return runs == 0 ? 0.0 : double(ns) / double(runs); };
         add("  run cost      sk_msg %.0f ns over %llu runs, sock_ops %.0f ns over %llu runs\n",
