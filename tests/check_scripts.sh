@@ -8,7 +8,7 @@ cd "$root"
 # tools/bench and its package, tools/compat-doc.py, the programs of tests/real_servers.sh and tests/observe.py, byte-compiled by the
 # python3 they run under (a syntax error otherwise shows only in a root run); the bytecode goes to a temporary
 # directory, not into the tree.
-python=(tools/bench tools/benchlib/*.py tools/compat-doc.py tests/real_servers/*.py tests/observe.py tests/package.py)
+python=(tools/bench tools/benchlib/*.py tools/compat-doc.py tests/real_servers/*.py tests/observe.py tests/package.py tests/container.py)
 pycache="$(mktemp -d)"
 trap 'rm -rf -- "$pycache"' EXIT
 PYTHONPYCACHEPREFIX="$pycache" /usr/bin/python3 -m py_compile "${python[@]}"
