@@ -47,21 +47,6 @@ def elf_is_static(data):
     return 3 not in types and 2 not in types
 
 
-def redirected(sb):
-    """A workload in the sandbox's namespace and cgroup, redirected both ways (list says, byte-exact)."""
-    server, port, client, cports = observe.start_traffic(sb, 1)
-    listing = observe.wait_for("one", lambda: (lambda j: j if len(j["connections"]) == 1 else None)(
-        observe.list_json(sb)))
-    client.stdin.write(b"exit\n")
-    client.stdin.close()
-    client.wait(timeout=10)
-    server.kill()
-    server.wait()
-    c = listing["connections"][0] if listing else {}
-    return c.get("up", {}).get("path") == "redirected" and c.get("down", {}).get("path") == "redirected" and \
-        c["up"]["bytes"] == observe.PEER_N * observe.PEER_S
-
-
 def run_as_daemonset(sb, rootfs, cgroup_root, host_paths=True):
     """The image's root file system in a mount namespace and a chroot, as a container runtime runs it."""
     inside_cg = "/host/sys/fs/cgroup/" + os.path.relpath(sb.cg, cgroup_root)
@@ -148,7 +133,8 @@ def main(argv):
         while not line.startswith("running until"):
             line = observe.readline(p, 60)
         observe.check(os.path.exists(sb.pin), "with them, as the DaemonSet mounts them: run attaches")
-        observe.check(redirected(sb), "a workload in a private namespace and cgroup is redirected")
+        observe.check(observe.one_connection_redirected(sb),
+                      "a workload in a private namespace and cgroup is redirected")
         p.send_signal(signal.SIGTERM)  # the kubelet's stop
         p.wait(timeout=60)
         observe.check(p.returncode == 0 and not os.path.exists(sb.pin), "SIGTERM: it detaches and leaves nothing")
@@ -165,7 +151,7 @@ def main(argv):
             print(f"SKIP (part): podman cannot run containers on this host ({why}); README, Deployment, says "
                   "which hosts run the image")
         else:
-            observe.check(redirected(sb), "podman run: a workload is redirected")
+            observe.check(observe.one_connection_redirected(sb), "podman run: a workload is redirected")
             r = run("podman", "stop", "-t", "30", container)
             observe.check(r.returncode == 0 and not os.path.exists(sb.pin), "podman stop: it detaches")
     except AssertionError as e:

@@ -282,6 +282,20 @@ def start_traffic(sb, connections):
     return server, port, client, [int(w) for w in words[1:]]
 
 
+def one_connection_redirected(sb):
+    """A workload in the sandbox's namespace and cgroup, redirected both ways: list says so, byte-exact."""
+    server, _, client, _ = start_traffic(sb, 1)
+    listing = wait_for("one", lambda: (lambda j: j if len(j["connections"]) == 1 else None)(list_json(sb)))
+    client.stdin.write(b"exit\n")
+    client.stdin.close()
+    client.wait(timeout=10)
+    server.kill()
+    server.wait()
+    c = listing["connections"][0] if listing else {}
+    return c.get("up", {}).get("path") == "redirected" and c.get("down", {}).get("path") == "redirected" and \
+        c["up"]["bytes"] == PEER_N * PEER_S
+
+
 def tell(client, line):
     client.stdin.write((line + "\n").encode())
     client.stdin.flush()

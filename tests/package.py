@@ -47,21 +47,6 @@ def systemd_running():
     return os.path.isdir("/run/systemd/system")
 
 
-def accelerates(sb):
-    """A workload in the sandbox's namespace and cgroup is redirected: list shows it, both ways."""
-    server, port, client, cports = observe.start_traffic(sb, 1)
-    listing = observe.wait_for("one", lambda: (lambda j: j if len(j["connections"]) == 1 else None)(
-        observe.list_json(sb)))
-    client.stdin.write(b"exit\n")
-    client.stdin.close()
-    client.wait(timeout=10)
-    server.kill()
-    server.wait()
-    c = listing["connections"][0] if listing else {}
-    return c.get("up", {}).get("path") == "redirected" and c.get("down", {}).get("path") == "redirected" and \
-        c["up"]["bytes"] == observe.PEER_N * observe.PEER_S
-
-
 def main(argv):
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -133,7 +118,8 @@ def main(argv):
             line = ""
             while not line.startswith("running until"):
                 line = observe.readline(service, 30)
-        observe.check(accelerates(sb), "the service accelerates a workload in a private namespace and cgroup")
+        observe.check(observe.one_connection_redirected(sb),
+                      "the service accelerates a workload in a private namespace and cgroup")
 
         if service is not None:
             service.send_signal(signal.SIGTERM)  # what systemd's stop sends

@@ -186,11 +186,9 @@ constexpr OptionSpec kDrainTimeoutOption{
     "how long detach waits for connections with unread redirected data to be read before it leaves them in the "
     "map, 0 to 3600 (default 5)",
     set_drain_timeout};
-constexpr OptionSpec kPrometheusOption{"--prometheus", "",
-                                       "print the Prometheus text format (what run --metrics serves at /metrics)",
-                                       set_prometheus};
-constexpr OptionSpec kListPortOption{"--port", "N", "only the connections with port N at either end",
-                                     set_list_port};
+constexpr OptionSpec kPrometheusOption{
+    "--prometheus", "", "print the Prometheus text format (what run --metrics serves at /metrics)", set_prometheus};
+constexpr OptionSpec kListPortOption{"--port", "N", "only the connections with port N at either end", set_list_port};
 constexpr OptionSpec kMetricsOption{"--metrics", "HOST:PORT",
                                     "serve the metrics of status --prometheus over HTTP at HOST:PORT/metrics "
                                     "(like 127.0.0.1:9477 or [::1]:9477)",
@@ -355,11 +353,12 @@ int do_version(const Command&)
 
 // --- the table ---------------------------------------------------------------------------------------------------
 
-constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption, &kPinDirOption, &kObjectOption, &kMaxSocketsOption,
-                                                &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption};
-constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption, &kPinDirOption,      &kObjectOption,
-                                             &kMaxSocketsOption, &kPortsOption, &kMaxInflightOption, &kNoAdaptiveOption,
-                                             &kDrainTimeoutOption, &kMetricsOption};
+constexpr const OptionSpec* kAttachOptions[] = {&kCgroupOption,     &kPinDirOption, &kObjectOption,
+                                                &kMaxSocketsOption, &kPortsOption,  &kMaxInflightOption,
+                                                &kNoAdaptiveOption};
+constexpr const OptionSpec* kRunOptions[] = {&kCgroupOption,     &kPinDirOption,       &kObjectOption,
+                                             &kMaxSocketsOption, &kPortsOption,        &kMaxInflightOption,
+                                             &kNoAdaptiveOption, &kDrainTimeoutOption, &kMetricsOption};
 constexpr const OptionSpec* kDetachOptions[] = {&kPinDirOption, &kObjectOption, &kDrainTimeoutOption};
 constexpr const OptionSpec* kPinDirOnly[] = {&kPinDirOption};
 constexpr const OptionSpec* kCheckOptions[] = {&kObjectOption};

@@ -21,12 +21,12 @@ struct Command {
     std::string object_file;
     uint32_t max_sockets = 0;
     uint64_t max_inflight = 0; // attach, run --max-inflight; 0: default_max_inflight()
-    PortRanges ports; // empty: every port (attach, run: --ports; ports: its argument)
-    bool no_adaptive = false; // attach, run --no-adaptive
+    PortRanges ports;          // empty: every port (attach, run: --ports; ports: its argument)
+    bool no_adaptive = false;  // attach, run --no-adaptive
     bool json = false;
-    bool prometheus = false;  // status --prometheus
-    uint16_t list_port = 0;   // list --port; 0: every connection
-    std::string metrics;      // run --metrics HOST:PORT; empty: no endpoint
+    bool prometheus = false;     // status --prometheus
+    uint16_t list_port = 0;      // list --port; 0: every connection
+    std::string metrics;         // run --metrics HOST:PORT; empty: no endpoint
     unsigned sample_seconds = 0; // status --sample, 1 to kMaxSampleSeconds; 0: no sampling
     // detach, run --drain-timeout: how long the detach waits for unread redirected data to be read, 0 to
     // kMaxDrainTimeoutSeconds.

@@ -18,8 +18,8 @@
 namespace sockredir::app {
 
 struct HttpLimits {
-    size_t max_clients = 16;         // served at once; one more is answered 503 and closed at once
-    size_t max_request = 8192;       // bytes of request line and headers; more is answered 431
+    size_t max_clients = 16;                 // served at once; one more is answered 503 and closed at once
+    size_t max_request = 8192;               // bytes of request line and headers; more is answered 431
     std::chrono::milliseconds timeout{5000}; // from accept to the last byte of the response
 };
 
@@ -51,7 +51,7 @@ private:
         base::Fd fd;
         std::chrono::steady_clock::time_point deadline;
         std::string in;
-        std::string out;    // the response, once the request is complete
+        std::string out; // the response, once the request is complete
         size_t written = 0;
     };
 

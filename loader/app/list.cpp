@@ -104,7 +104,8 @@ std::string processes_label(const std::vector<Process>& ps)
 
 std::string endpoint_label(const std::string& family, const Endpoint& e)
 {
-    return family == "ipv6" ? "[" + e.address + "]:" + std::to_string(e.port) : e.address + ":" + std::to_string(e.port);
+    return family == "ipv6" ? "[" + e.address + "]:" + std::to_string(e.port)
+                            : e.address + ":" + std::to_string(e.port);
 }
 
 std::string direction_json(const Direction& d)
@@ -119,8 +120,8 @@ std::string direction_json(const Direction& d)
 std::string endpoint_json(const Endpoint& e)
 {
     std::string out = "{\"address\":" + json_string(e.address) + ",\"port\":" + std::to_string(e.port) +
-                      ",\"in_map\":" + (e.in_map ? "true" : "false") + ",\"socket_cookie\":" + std::to_string(e.cookie) +
-                      ",\"processes\":[";
+                      ",\"in_map\":" + (e.in_map ? "true" : "false") +
+                      ",\"socket_cookie\":" + std::to_string(e.cookie) + ",\"processes\":[";
     for (size_t i = 0; i < e.processes.size(); ++i)
         out += (i ? "," : "") + std::string("{\"pid\":") + std::to_string(e.processes[i].pid) +
                ",\"command\":" + json_string(e.processes[i].command) + "}";
@@ -147,9 +148,8 @@ Listing list_connections(const std::string& pin_dir, uint16_t port, bool owners)
     std::map<sockredir_key, sockredir_flow, KeyLess> flows;
     sockredir_key key{}, next{};
     bool first = true;
-    for (uint64_t steps = 0; steps < 2ull * max_entries + 2 &&
-                             sys::map_next_key(flows_map.get(), first ? nullptr : &key, &next);
-         ++steps) {
+    for (uint64_t steps = 0;
+         steps < 2ull * max_entries + 2 && sys::map_next_key(flows_map.get(), first ? nullptr : &key, &next); ++steps) {
         key = next;
         first = false;
         sockredir_flow flow{};
@@ -157,7 +157,14 @@ Listing list_connections(const std::string& pin_dir, uint16_t port, bool owners)
             flows.emplace(key, flow);
     }
 
-    const auto host = owners ? HostSockets::read() : HostSockets();
+    // Without /proc or the namespaces (a chroot, no CAP_SYS_ADMIN), the connections show without their owners.
+    HostSockets host;
+    if (owners) {
+        try {
+            host = HostSockets::read();
+        } catch (const Error&) {
+        }
+    }
     const bool draining = found.draining;
     // Each connection under its client's key.
     std::set<sockredir_key, KeyLess> clients;
@@ -244,8 +251,8 @@ std::string format_list_json(const Listing& l)
     for (size_t i = 0; i < l.connections.size(); ++i) {
         const auto& c = l.connections[i];
         out += i ? "," : "";
-        out += "{\"netns\":{\"cookie\":" + std::to_string(c.netns_cookie) + ",\"inode\":" +
-               std::to_string(c.netns.inode) + ",\"name\":" + json_string(c.netns.name) + "}";
+        out += "{\"netns\":{\"cookie\":" + std::to_string(c.netns_cookie) +
+               ",\"inode\":" + std::to_string(c.netns.inode) + ",\"name\":" + json_string(c.netns.name) + "}";
         out += ",\"family\":" + json_string(c.family);
         out += ",\"client\":" + endpoint_json(c.client) + ",\"server\":" + endpoint_json(c.server);
         out += ",\"up\":" + direction_json(c.up) + ",\"down\":" + direction_json(c.down) + "}";

@@ -24,8 +24,8 @@ struct Direction {
 struct Endpoint {
     std::string address;
     uint16_t port = 0;
-    bool in_map = false;     // the socket is in the sockhash now
-    uint64_t cookie = 0;     // its socket cookie (0: not found)
+    bool in_map = false; // the socket is in the sockhash now
+    uint64_t cookie = 0; // its socket cookie (0: not found)
     std::vector<Process> processes;
 };
 

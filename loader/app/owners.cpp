@@ -123,8 +123,8 @@ void dump_tcp(int diag, int family, std::vector<TcpSocket>& out)
             }
             s.local_port = ntohs(m->id.idiag_sport);
             s.remote_port = ntohs(m->id.idiag_dport);
-            s.cookie = static_cast<uint64_t>(m->id.idiag_cookie[0]) |
-                       (static_cast<uint64_t>(m->id.idiag_cookie[1]) << 32);
+            s.cookie =
+                static_cast<uint64_t>(m->id.idiag_cookie[0]) | (static_cast<uint64_t>(m->id.idiag_cookie[1]) << 32);
             s.inode = m->idiag_inode;
             s.state = m->idiag_state;
             out.push_back(s);

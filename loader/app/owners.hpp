@@ -53,9 +53,9 @@ public:
     std::vector<Process> owners(uint64_t inode) const;
 
 private:
-    std::map<uint64_t, Netns> netns_;                      // by cookie
-    std::map<uint64_t, std::vector<TcpSocket>> sockets_;   // by netns cookie
-    std::map<uint64_t, std::vector<Process>> owners_;      // by socket inode
+    std::map<uint64_t, Netns> netns_;                    // by cookie
+    std::map<uint64_t, std::vector<TcpSocket>> sockets_; // by netns cookie
+    std::map<uint64_t, std::vector<Process>> owners_;    // by socket inode
 };
 
 // The address as ip and ss print it (127.0.0.1, ::1).
