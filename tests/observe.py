@@ -159,6 +159,22 @@ def peer_hostile(host, port, what):
             except (ConnectionResetError, socket.timeout):
                 closed += 0
         print(f"closed {closed} after {time.monotonic() - start:.1f} s", flush=True)
+    elif what == "post_body":
+        # A body the endpoint never reads: its 405 must still arrive whole, not be lost to a reset.
+        s = socket.create_connection(addr, timeout=10)
+        s.sendall(b"POST /metrics HTTP/1.1\r\nContent-Length: 200000\r\n\r\n")
+        try:
+            s.sendall(b"x" * 200000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        got = b""
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except ConnectionResetError:
+            got += b" (reset)"
+        print(got.decode(errors="replace").splitlines()[0] + (" (reset)" if got.endswith(b" (reset)") else ""),
+              flush=True)
     elif what == "garbage":
         s = socket.create_connection(addr, timeout=10)
         s.sendall(b"\x00\x01\x02 nonsense\r\n\r\n")
@@ -460,6 +476,9 @@ def test_metrics(sb):
     check(http_code(sb, url + "?x=1") == "200", "a query string: 200")
     hostile = sb.in_ns("/usr/bin/python3", os.path.realpath(__file__), "peer", "hostile", host, port, "oversized")
     check(hostile.stdout.strip() == "HTTP/1.1 431 Request Header Fields Too Large", "a 20 KB header: 431")
+    hostile = sb.in_ns("/usr/bin/python3", os.path.realpath(__file__), "peer", "hostile", host, port, "post_body")
+    check(hostile.stdout.strip() == "HTTP/1.1 405 Method Not Allowed",
+          f"a POST with a 200 KB body it never reads: its 405 arrives whole ({hostile.stdout.strip()})")
     hostile = sb.in_ns("/usr/bin/python3", os.path.realpath(__file__), "peer", "hostile", host, port, "garbage")
     check(hostile.stdout.strip() == "HTTP/1.1 400 Bad Request", "garbage: 400")
     hostile = sb.in_ns("/usr/bin/python3", os.path.realpath(__file__), "peer", "hostile", host, port, "crowd",

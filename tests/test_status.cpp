@@ -229,9 +229,10 @@ private:
                     else
                         fail("bad \\u escape");
                 }
-                if (cp >= 0x80)
-                    fail("\\u escape above 0x7f (status escapes control characters only)");
-                out += static_cast<char>(cp);
+                // status escapes control characters, and writes U+FFFD for what is not UTF-8.
+                if (cp >= 0x80 && cp != 0xfffd)
+                    fail("\\u escape above 0x7f other than U+FFFD");
+                out += cp == 0xfffd ? std::string("\xef\xbf\xbd") : std::string(1, static_cast<char>(cp));
                 break;
             }
             default:
@@ -310,6 +311,24 @@ TEST_CASE("json_string quotes and escapes quotes, backslashes and control charac
     // Not control characters: DEL and the bytes of UTF-8 pass as they are.
     CHECK(json_string("\x7f") == "\"\x7f\"");
     CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
+    CHECK(json_string("\xe2\x82\xac \xf0\x9f\x98\x80") == "\"\xe2\x82\xac \xf0\x9f\x98\x80\"");
+}
+
+TEST_CASE("json_string turns what is not UTF-8 into U+FFFD: a command cut inside a character stays valid JSON")
+{
+    // A 2-byte character cut after its first byte (comm is cut at 15 bytes), a stray continuation byte, an
+    // overlong encoding, a surrogate, a code point past U+10FFFF, a 3-byte sequence cut short.
+    CHECK(json_string("abc\xc3") == "\"abc\\ufffd\"");
+    CHECK(json_string("\x80x") == "\"\\ufffdx\"");
+    CHECK(json_string("\xc0\xaf") == "\"\\ufffd\\ufffd\"");
+    CHECK(json_string("\xed\xa0\x80") == "\"\\ufffd\\ufffd\\ufffd\"");
+    CHECK(json_string("\xf4\x90\x80\x80") == "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+    CHECK(json_string("\xe2\x82") == "\"\\ufffd\\ufffd\"");
+    for (int b = 0x80; b < 0x100; ++b) {
+        CAPTURE(b);
+        const Json v = parse_json(json_string(std::string(1, static_cast<char>(b))));
+        CHECK(v.text == "\xef\xbf\xbd");
+    }
 }
 
 TEST_CASE("json_string of every ASCII byte reads back as that byte")

@@ -289,6 +289,11 @@ int do_list(const Command& c)
 {
     const auto l = list_connections(c.pin_dir, c.list_port);
     std::fputs((c.json ? format_list_json(l) : format_list_text(l)).c_str(), stdout);
+    if (!l.complete) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "sockredir-min: warning: connections came and went too fast to list them all; run "
+                             "list again\n");
+    }
     return kExitOk;
 }
 

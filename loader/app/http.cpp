@@ -119,16 +119,17 @@ MetricsServer::MetricsServer(const std::string& address, std::function<std::stri
 
 void MetricsServer::add_pollfds(std::vector<pollfd>& fds) const
 {
-    fds.push_back({listener_.get(), POLLIN, 0});
+    fds.push_back({listener_.get(), static_cast<short>(Clock::now() < paused_until_ ? 0 : POLLIN), 0});
     for (const auto& c : clients_)
-        fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+        fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() || c.done ? POLLIN : POLLOUT), 0});
 }
 
 int MetricsServer::poll_timeout_ms() const
 {
-    if (clients_.empty())
+    const bool paused = Clock::now() < paused_until_;
+    if (clients_.empty() && !paused)
         return -1;
-    auto nearest = clients_.front().deadline;
+    auto nearest = paused ? paused_until_ : clients_.front().deadline;
     for (const auto& c : clients_)
         nearest = std::min(nearest, c.deadline);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(nearest - Clock::now()).count();
@@ -143,7 +144,9 @@ void MetricsServer::handle(const std::vector<pollfd>& fds, size_t first)
     for (size_t i = 0; i < clients_.size() && first + 1 + i < fds.size(); ++i) {
         Client& c = clients_[i];
         const short ev = fds[first + 1 + i].revents;
-        if (ev & (POLLIN | POLLHUP | POLLERR))
+        if (c.done && (ev & (POLLIN | POLLHUP | POLLERR)))
+            keep[i] = drain(c);
+        else if (ev & (POLLIN | POLLHUP | POLLERR))
             keep[i] = c.out.empty() ? read_request(c) : write_response(c);
         else if (ev & POLLOUT)
             keep[i] = write_response(c);
@@ -163,8 +166,15 @@ void MetricsServer::accept_all()
 {
     for (int i = 0; i < 64; ++i) {
         Fd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (!fd)
-            return; // EAGAIN, or an error of that one connection
+        if (!fd) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                paused_until_ = Clock::now() + std::chrono::milliseconds(100);
+                return;
+            }
+            if (errno == ECONNABORTED || errno == EINTR)
+                continue; // that one connection
+            return;       // EAGAIN: none left
+        }
         if (clients_.size() >= limits_.max_clients) {
             const std::string busy = response(503, "Service Unavailable", "too many connections\n");
             [[maybe_unused]] auto n = ::send(fd.get(), busy.data(), busy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -210,9 +220,26 @@ bool MetricsServer::write_response(Client& c)
             return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
         c.written += static_cast<size_t>(n);
     }
-    ++responses_;
-    ::shutdown(c.fd.get(), SHUT_WR);
-    return false;
+    if (!c.done) {
+        ++responses_;
+        ::shutdown(c.fd.get(), SHUT_WR);
+        c.done = true;
+        // A second at most to close its side after the response.
+        c.deadline = std::min(c.deadline, Clock::now() + std::chrono::seconds(1));
+    }
+    return drain(c);
+}
+
+bool MetricsServer::drain(Client& c)
+{
+    char buf[4096];
+    // At most 64 KiB a round: a client that keeps sending cannot hold the loop; its deadline closes it.
+    for (int i = 0; i < 16; ++i) {
+        const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0)
+            return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    }
+    return true;
 }
 
 std::string MetricsServer::respond(const std::string& request)

@@ -53,13 +53,18 @@ private:
         std::string in;
         std::string out; // the response, once the request is complete
         size_t written = 0;
+        // The response is out and the writing side shut: what the client still sends is read and dropped until it
+        // closes (closing with unread input would reset the connection and could lose the response).
+        bool done = false;
     };
 
     void accept_all();
     // Reads what the client sent; makes the response once the request is complete. False: close it.
     bool read_request(Client& c);
-    // Writes what it can. False: close it (done, or failed).
+    // Writes what it can. False: close it (failed).
     bool write_response(Client& c);
+    // Reads and drops what a client sends after its response. False: close it (it closed, or failed).
+    static bool drain(Client& c);
     std::string respond(const std::string& request);
 
     base::Fd listener_;
@@ -67,6 +72,8 @@ private:
     std::function<std::string()> body_;
     HttpLimits limits_;
     std::vector<Client> clients_;
+    // Out of descriptors or memory: the listener rests until then instead of waking poll at once, again and again.
+    std::chrono::steady_clock::time_point paused_until_{};
     uint64_t responses_ = 0;
 };
 

@@ -92,13 +92,23 @@ std::string path_label(const Direction& d)
     return d.redirected ? "redirected" : "tcp:" + d.reason;
 }
 
+// A command as a table cell: no space or control character of a process' own choosing can shift the columns or
+// start a row of its own.
+std::string cell(std::string text)
+{
+    for (char& c : text)
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+            c = '?';
+    return text;
+}
+
 std::string processes_label(const std::vector<Process>& ps)
 {
     if (ps.empty())
         return "-";
     std::string out;
     for (const auto& p : ps)
-        out += (out.empty() ? "" : ",") + p.command + "[" + std::to_string(p.pid) + "]";
+        out += (out.empty() ? "" : ",") + cell(p.command) + "[" + std::to_string(p.pid) + "]";
     return out;
 }
 
@@ -143,19 +153,35 @@ Listing list_connections(const std::string& pin_dir, uint16_t port, bool owners)
     const Fd socks = sys::obj_get(p / SOCKREDIR_MAP_SOCKS);
     const uint32_t max_entries = sys::map_info(flows_map.get()).max_entries;
 
-    // Every flow once. A key deleted while the walk stands on it makes the kernel start over: the set keeps each
-    // key once, and the walk ends after twice the map's size in any case.
+    // Every flow once. A key deleted while the walk stands on it would make the kernel start over from the first:
+    // the walk steps on from the last key it saw that still exists instead, and the set keeps each key once. It
+    // ends after four times the map's size in any case, and then says the listing is not complete.
     std::map<sockredir_key, sockredir_flow, KeyLess> flows;
-    sockredir_key key{}, next{};
-    bool first = true;
-    for (uint64_t steps = 0;
-         steps < 2ull * max_entries + 2 && sys::map_next_key(flows_map.get(), first ? nullptr : &key, &next); ++steps) {
-        key = next;
-        first = false;
+    std::vector<sockredir_key> seen;
+    sockredir_key from{}, next{};
+    bool start = true;
+    uint64_t steps = 0;
+    for (const uint64_t cap = 4ull * max_entries + 4; steps < cap; ++steps) {
+        if (!sys::map_next_key(flows_map.get(), start ? nullptr : &from, &next))
+            break;
         sockredir_flow flow{};
-        if (!flows.count(key) && sys::map_lookup(flows_map.get(), &key, &flow))
-            flows.emplace(key, flow);
+        if (sys::map_lookup(flows_map.get(), &next, &flow)) {
+            if (flows.emplace(next, flow).second)
+                seen.push_back(next);
+            from = next;
+            start = false;
+            continue;
+        }
+        // Gone between the two calls: on from the newest key seen that is still there.
+        start = true;
+        for (auto it = seen.rbegin(); it != seen.rend(); ++it)
+            if (sys::map_lookup(flows_map.get(), &*it, &flow)) {
+                from = *it;
+                start = false;
+                break;
+            }
     }
+    l.complete = steps < 4ull * max_entries + 4;
 
     // Without /proc or the namespaces (a chroot, no CAP_SYS_ADMIN), the connections show without their owners.
     HostSockets host;
@@ -194,6 +220,7 @@ Listing list_connections(const std::string& pin_dir, uint16_t port, bool owners)
             std::memcpy(local, k.local_ip, family == AF_INET ? 4 : 16);
             std::memcpy(remote, k.remote_ip, family == AF_INET ? 4 : 16);
             e.address = format_address(family, local);
+            std::memcpy(e.raw.data(), local, 16);
             e.port = k.local_port;
             uint64_t cookie = 0;
             e.in_map = sys::map_lookup(socks.get(), &k, &cookie);
@@ -209,8 +236,7 @@ Listing list_connections(const std::string& pin_dir, uint16_t port, bool owners)
         l.connections.push_back(std::move(c));
     }
     const auto order = [](const Connection& c) {
-        return std::make_tuple(c.netns.inode, c.netns_cookie, c.server.port, c.server.address, c.client.port,
-                               c.client.address);
+        return std::make_tuple(c.netns.inode, c.netns_cookie, c.server.port, c.server.raw, c.client.port, c.client.raw);
     };
     std::sort(l.connections.begin(), l.connections.end(),
               [&](const Connection& a, const Connection& b) { return order(a) < order(b); });
@@ -247,7 +273,8 @@ std::string format_list_text(const Listing& l)
 
 std::string format_list_json(const Listing& l)
 {
-    std::string out = "{\"pin_dir\":" + json_string(l.pin_dir) + ",\"connections\":[";
+    std::string out = "{\"pin_dir\":" + json_string(l.pin_dir) + ",\"complete\":" + (l.complete ? "true" : "false") +
+                      ",\"connections\":[";
     for (size_t i = 0; i < l.connections.size(); ++i) {
         const auto& c = l.connections[i];
         out += i ? "," : "";

@@ -2,6 +2,7 @@
 // its path (redirected, or TCP and why), what was redirected and what its reader has not read yet.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@ namespace sockredir::app {
 // One direction of a connection: the flow into its receiving socket.
 struct Direction {
     bool redirected = false; // its messages go straight to the peer; otherwise TCP carries them, for `reason`
-    // Why TCP carries it: a SOCKREDIR_READER_* name ("reader_blocking"), "demoted", "draining", "no_peer" (the
+    // Why TCP carries it: a SOCKREDIR_READER_* name ("reader_blocking"), "demoted", "draining", "not_in_map" (the
     // other end is not in the map), "unproven_reader" (not yet seen reading), "nothing_sent".
     std::string reason;
     uint64_t bytes = 0;    // redirected, all along
@@ -23,6 +24,7 @@ struct Direction {
 
 struct Endpoint {
     std::string address;
+    std::array<uint8_t, 16> raw{}; // the address in network order, for sorting
     uint16_t port = 0;
     bool in_map = false; // the socket is in the sockhash now
     uint64_t cookie = 0; // its socket cookie (0: not found)
@@ -41,6 +43,7 @@ struct Connection {
 
 struct Listing {
     std::string pin_dir;
+    bool complete = true;                // false: the flows map changed too fast to be walked whole
     std::vector<Connection> connections; // sorted by namespace, server, client
 };
 

@@ -70,7 +70,7 @@ public:
     void sample(const std::string& name, const std::string& labels, double value)
     {
         char buf[64];
-        std::snprintf(buf, sizeof buf, "%.9g", value);
+        std::snprintf(buf, sizeof buf, "%.17g", value);
         out_ += name + (labels.empty() ? "" : "{" + labels + "}") + " " + buf + "\n";
     }
     std::string take() { return std::move(out_); }

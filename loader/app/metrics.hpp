@@ -14,7 +14,7 @@ namespace sockredir::app {
 // directions by path and reason, the programs' run cost when the kernel measures it, and the build.
 std::string prometheus_metrics(const std::string& pin_dir);
 
-// The same from what was read already (for tests): `directions` are the connections' directions.
+// The same from what was read already: the status and the connections of list_connections.
 std::string format_prometheus(const Status& s, const std::vector<Connection>& connections);
 
 } // namespace sockredir::app

@@ -175,8 +175,12 @@ HostSockets HostSockets::read()
     for (int pid : all)
         candidates.emplace_back("/proc/" + std::to_string(pid) + "/ns/net", "");
 
+    // Entering a namespace is safe only where this process can come back: a process that may enter its own
+    // namespace (CAP_SYS_ADMIN over it) can return from any other. Otherwise only its own is read, in place.
     std::set<uint64_t> seen;
     bool entered = false;
+    if (::setns(self.get(), CLONE_NEWNET) != 0)
+        candidates.clear();
     for (const auto& [path, name] : candidates) {
         Fd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         struct stat st {};
@@ -192,13 +196,14 @@ HostSockets HostSockets::read()
         if (!cookie || !diag)
             continue;
         h.netns_[*cookie] = Netns{*cookie, st.st_ino, name};
-        auto& sockets = h.sockets_[*cookie];
+        std::vector<TcpSocket> sockets;
         try {
             dump_tcp(diag.get(), AF_INET, sockets);
             dump_tcp(diag.get(), AF_INET6, sockets);
         } catch (const Error&) {
             // A namespace whose socket table cannot be read: its connections show without owners.
         }
+        h.add(*cookie, sockets);
     }
     if (!entered) {
         // No setns allowed: this process' namespace, read in place.
@@ -206,13 +211,15 @@ HostSockets HostSockets::read()
         if (const auto cookie = current_netns_cookie(); cookie && ::fstat(self.get(), &st) == 0) {
             h.netns_[*cookie] = Netns{*cookie, st.st_ino, ""};
             Fd diag(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+            std::vector<TcpSocket> sockets;
             if (diag) {
                 try {
-                    dump_tcp(diag.get(), AF_INET, h.sockets_[*cookie]);
-                    dump_tcp(diag.get(), AF_INET6, h.sockets_[*cookie]);
+                    dump_tcp(diag.get(), AF_INET, sockets);
+                    dump_tcp(diag.get(), AF_INET6, sockets);
                 } catch (const Error&) {
                 }
             }
+            h.add(*cookie, sockets);
         }
     }
 
@@ -255,28 +262,44 @@ std::optional<Netns> HostSockets::netns(uint64_t cookie) const
     return it->second;
 }
 
+void HostSockets::add(uint64_t netns_cookie, const std::vector<TcpSocket>& sockets)
+{
+    Table& t = sockets_[netns_cookie];
+    for (const auto& s : sockets) {
+        t.by_cookie.emplace(s.cookie, s);
+        std::array<uint8_t, 16> local{}, remote{};
+        std::memcpy(local.data(), s.local, 16);
+        std::memcpy(remote.data(), s.remote, 16);
+        auto [it, added] = t.by_tuple.emplace(Tuple{s.family, s.local_port, s.remote_port, local, remote}, s);
+        if (!added && it->second.inode == 0 && s.inode != 0)
+            it->second = s;
+    }
+}
+
 std::optional<TcpSocket> HostSockets::find(uint64_t netns_cookie, uint64_t socket_cookie) const
 {
-    const auto it = sockets_.find(netns_cookie);
-    if (it == sockets_.end() || socket_cookie == 0)
+    const auto t = sockets_.find(netns_cookie);
+    if (t == sockets_.end() || socket_cookie == 0)
         return std::nullopt;
-    for (const auto& s : it->second)
-        if (s.cookie == socket_cookie)
-            return s;
-    return std::nullopt;
+    const auto it = t->second.by_cookie.find(socket_cookie);
+    if (it == t->second.by_cookie.end())
+        return std::nullopt;
+    return it->second;
 }
 
 std::optional<TcpSocket> HostSockets::find(uint64_t netns_cookie, int family, const uint8_t local[16],
                                            uint16_t local_port, const uint8_t remote[16], uint16_t remote_port) const
 {
-    const auto it = sockets_.find(netns_cookie);
-    if (it == sockets_.end())
+    const auto t = sockets_.find(netns_cookie);
+    if (t == sockets_.end())
         return std::nullopt;
-    for (const auto& s : it->second)
-        if (s.family == family && s.local_port == local_port && s.remote_port == remote_port &&
-            std::memcmp(s.local, local, 16) == 0 && std::memcmp(s.remote, remote, 16) == 0)
-            return s;
-    return std::nullopt;
+    std::array<uint8_t, 16> l{}, r{};
+    std::memcpy(l.data(), local, 16);
+    std::memcpy(r.data(), remote, 16);
+    const auto it = t->second.by_tuple.find(Tuple{family, local_port, remote_port, l, r});
+    if (it == t->second.by_tuple.end())
+        return std::nullopt;
+    return it->second;
 }
 
 std::vector<Process> HostSockets::owners(uint64_t inode) const

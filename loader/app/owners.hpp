@@ -2,10 +2,12 @@
 // table of each (sock_diag), and the processes whose descriptors point at a socket's inode (/proc/PID/fd).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace sockredir::app {
@@ -53,9 +55,17 @@ public:
     std::vector<Process> owners(uint64_t inode) const;
 
 private:
-    std::map<uint64_t, Netns> netns_;                    // by cookie
-    std::map<uint64_t, std::vector<TcpSocket>> sockets_; // by netns cookie
-    std::map<uint64_t, std::vector<Process>> owners_;    // by socket inode
+    // A socket's place in one namespace: by its cookie, and by its addresses (family, ports, local, remote).
+    using Tuple = std::tuple<int, uint16_t, uint16_t, std::array<uint8_t, 16>, std::array<uint8_t, 16>>;
+    struct Table {
+        std::map<uint64_t, TcpSocket> by_cookie;
+        std::map<Tuple, TcpSocket> by_tuple; // one a file refers to first (not a TIME_WAIT socket's)
+    };
+    void add(uint64_t netns_cookie, const std::vector<TcpSocket>& sockets);
+
+    std::map<uint64_t, Netns> netns_;                 // by cookie
+    std::map<uint64_t, Table> sockets_;               // by netns cookie
+    std::map<uint64_t, std::vector<Process>> owners_; // by socket inode
 };
 
 // The address as ip and ss print it (127.0.0.1, ::1).

@@ -87,12 +87,41 @@ std::string find_cgroup(const std::string& root, uint64_t id)
     return {};
 }
 
+// The length of the valid UTF-8 sequence at s[i], 0 when there is none (a stray continuation byte, an overlong or
+// truncated sequence, a surrogate, past U+10FFFF).
+size_t utf8_length(const std::string& s, size_t i)
+{
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    if (n == 0 || i + n > s.size())
+        return 0;
+    for (size_t k = 1; k < n; ++k)
+        if ((b(i + k) & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && b(i + 1) < 0xa0) || (c == 0xed && b(i + 1) >= 0xa0) || (c == 0xf0 && b(i + 1) < 0x90) ||
+        (c == 0xf4 && b(i + 1) >= 0x90))
+        return 0;
+    return n;
+}
+
 } // namespace
 
 std::string json_string(const std::string& s)
 {
     std::string out = "\"";
-    for (char c : s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (static_cast<unsigned char>(c) >= 0x80) {
+            // Text of other processes' choosing (a command cut at 15 bytes): invalid UTF-8 becomes U+FFFD.
+            if (const size_t n = utf8_length(s, i); n != 0) {
+                out.append(s, i, n);
+                i += n - 1;
+            } else {
+                out += "\\ufffd";
+            }
+            continue;
+        }
         if (c == '"' || c == '\\') {
             out += '\\';
             out += c;
